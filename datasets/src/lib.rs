@@ -1,0 +1,22 @@
+//! Face-encoding datasets for facematch.
+//!
+//! A dataset version is immutable: `<root>/<name>/v<version>/manifest.json` plus Parquet shard files
+//! (SPEC section 4). This crate owns the record type, the on-storage format, the storage back-ends
+//! (local folders and S3), and the ways faces get in and out (synthetic generator, importers, exporters).
+
+pub mod encoding;
+pub mod error;
+pub mod export;
+pub mod import;
+pub mod manifest;
+pub mod shard;
+pub mod storage;
+pub mod synth;
+pub mod writer;
+
+pub use encoding::{FaceRecord, FaceSource};
+pub use error::{DatasetError, Result};
+pub use manifest::{DatasetRef, Manifest, ShardInfo};
+pub use shard::{ShardBatch, ShardReader};
+pub use storage::{S3Options, Storage};
+pub use writer::DatasetWriter;

@@ -1,0 +1,277 @@
+//! Where dataset files live: a local folder (`/abs/path`, `file:///abs/path`) or S3 (`s3://bucket/prefix`).
+//!
+//! The API is synchronous because its callers are timely worker threads and the sync Postgres client;
+//! S3 calls run on one shared tokio runtime owned by this module.
+
+use crate::error::{DatasetError, Result};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tokio::runtime::Runtime;
+
+/// How to reach S3 (all optional: the standard AWS chain fills in the rest).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct S3Options {
+    /// Custom endpoint for S3-compatible servers (`AWS_ENDPOINT_URL` is honoured too).
+    pub endpoint: Option<String>,
+    /// Region; falls back to the AWS chain, then `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`); implied by a custom endpoint.
+    pub path_style: bool,
+}
+
+/// A dataset storage root.
+#[derive(Clone)]
+pub struct Storage {
+    root_uri: String,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Local(PathBuf),
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("facematch-s3")
+            .enable_all()
+            .build()
+            .expect("cannot start the tokio runtime for S3")
+    })
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Storage({})", self.root_uri)
+    }
+}
+
+impl Storage {
+    /// Opens a storage root from a URI: `s3://bucket/prefix`, `file:///abs/path` or a plain path.
+    pub fn open(uri: &str, s3: &S3Options) -> Result<Storage> {
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(DatasetError::Invalid(format!("no bucket in {uri:?}")));
+            }
+            let prefix = prefix.trim_matches('/').to_string();
+            let client = s3_client(s3);
+            let root_uri = if prefix.is_empty() {
+                format!("s3://{bucket}")
+            } else {
+                format!("s3://{bucket}/{prefix}")
+            };
+            return Ok(Storage {
+                root_uri,
+                backend: Backend::S3 {
+                    client,
+                    bucket: bucket.to_string(),
+                    prefix,
+                },
+            });
+        }
+        if uri.contains("://") && !uri.starts_with("file://") {
+            return Err(DatasetError::Invalid(format!(
+                "unsupported storage URI {uri:?} (use s3://bucket/prefix, file:///path or a path)"
+            )));
+        }
+        let path = PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri));
+        let path = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir()
+                .map_err(|e| DatasetError::Invalid(format!("current directory: {e}")))?
+                .join(path)
+        };
+        Ok(Storage {
+            root_uri: format!("file://{}", path.display()),
+            backend: Backend::Local(path),
+        })
+    }
+
+    /// The root URI in canonical form (`file:///abs` or `s3://bucket/prefix`).
+    pub fn root_uri(&self) -> &str {
+        &self.root_uri
+    }
+
+    /// The full URI of a key under this root (for messages and the database).
+    pub fn uri_of(&self, key: &str) -> String {
+        format!("{}/{}", self.root_uri, key)
+    }
+
+    fn local_path(root: &Path, key: &str) -> Result<PathBuf> {
+        if key.split('/').any(|c| c == "..") {
+            return Err(DatasetError::Invalid(format!("key {key:?} escapes the root")));
+        }
+        Ok(root.join(key))
+    }
+
+    fn s3_key(prefix: &str, key: &str) -> String {
+        if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}/{key}")
+        }
+    }
+
+    fn fail(&self, key: &str, message: impl ToString) -> DatasetError {
+        DatasetError::Storage {
+            uri: self.uri_of(key),
+            message: message.to_string(),
+        }
+    }
+
+    /// Reads a whole object.
+    pub fn get(&self, key: &str) -> Result<Bytes> {
+        match &self.backend {
+            Backend::Local(root) => std::fs::read(Self::local_path(root, key)?)
+                .map(Bytes::from)
+                .map_err(|e| self.fail(key, e)),
+            Backend::S3 {
+                client,
+                bucket,
+                prefix,
+            } => runtime().block_on(async {
+                let object = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(Self::s3_key(prefix, key))
+                    .send()
+                    .await
+                    .map_err(|e| self.fail(key, describe_sdk_error(&e)))?;
+                let body = object
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.fail(key, e))?;
+                Ok(body.into_bytes())
+            }),
+        }
+    }
+
+    /// Writes a whole object (atomically for local files: a reader never sees half a file).
+    pub fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        match &self.backend {
+            Backend::Local(root) => {
+                let path = Self::local_path(root, key)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| self.fail(key, e))?;
+                }
+                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+                std::fs::write(&tmp, &data).map_err(|e| self.fail(key, e))?;
+                std::fs::rename(&tmp, &path).map_err(|e| self.fail(key, e))
+            }
+            Backend::S3 {
+                client,
+                bucket,
+                prefix,
+            } => runtime().block_on(async {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(Self::s3_key(prefix, key))
+                    .body(ByteStream::from(data))
+                    .send()
+                    .await
+                    .map_err(|e| self.fail(key, describe_sdk_error(&e)))?;
+                Ok(())
+            }),
+        }
+    }
+
+    /// Whether an object exists.
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        match &self.backend {
+            Backend::Local(root) => Ok(Self::local_path(root, key)?.is_file()),
+            Backend::S3 {
+                client,
+                bucket,
+                prefix,
+            } => runtime().block_on(async {
+                match client
+                    .head_object()
+                    .bucket(bucket)
+                    .key(Self::s3_key(prefix, key))
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+                    Err(e) => Err(self.fail(key, describe_sdk_error(&e))),
+                }
+            }),
+        }
+    }
+
+    /// Deletes an object (missing objects are not an error).
+    pub fn delete(&self, key: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Local(root) => match std::fs::remove_file(Self::local_path(root, key)?) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.fail(key, e)),
+                _ => Ok(()),
+            },
+            Backend::S3 {
+                client,
+                bucket,
+                prefix,
+            } => runtime().block_on(async {
+                client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(Self::s3_key(prefix, key))
+                    .send()
+                    .await
+                    .map_err(|e| self.fail(key, describe_sdk_error(&e)))?;
+                Ok(())
+            }),
+        }
+    }
+}
+
+fn s3_client(options: &S3Options) -> aws_sdk_s3::Client {
+    let endpoint = options
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|e| !e.is_empty());
+    let region = options.region.clone();
+    let shared = runtime().block_on(async {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region));
+        }
+        loader.load().await
+    });
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+    if shared.region().is_none() {
+        builder = builder.region(aws_config::Region::new("us-east-1"));
+    }
+    if let Some(endpoint) = &endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    builder = builder.force_path_style(options.path_style || endpoint.is_some());
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// The SDK's Display for errors is just "service error"; the debug chain names the actual cause.
+fn describe_sdk_error<E: std::error::Error + 'static>(error: &E) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,537 @@
+//! The `facematch` command line: clap definitions and what each verb does.
+
+use crate::histories::{self, ClaimScope, Submission};
+use crate::localdb::LocalPostgres;
+use crate::registry::{self, NewDataset, NewFace};
+use crate::run::{RunOptions, run_pending};
+use crate::runner::RunnerKind;
+use crate::{db, report};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use facematch_datasets::export::{ExportFormat, write_header, write_record};
+use facematch_datasets::import::{ImportFormat, ImportOptions, import_file};
+use facematch_datasets::shard::read_all;
+use facematch_datasets::synth::SynthSpec;
+use facematch_datasets::{DatasetRef, FaceSource, S3Options, ShardReader, Storage};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code when the command worked but some history ended in ERROR (or the run failed).
+pub const EXIT_HISTORY_ERROR: u8 = 3;
+
+/// facematch: finds the faces most like a given face, exactly, over a whole dataset, in batch.
+#[derive(Debug, Parser)]
+#[command(name = "facematch", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Postgres URL. Default: the local server of `facematch db start`.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where new dataset versions are written: a folder, file:///path or s3://bucket/prefix.
+    #[arg(long, env = "FACEMATCH_DATASET_ROOT", global = true, default_value = ".local/datasets")]
+    dataset_root: String,
+    /// Custom S3 endpoint (S3-compatible servers); implies path-style addressing.
+    #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: the AWS chain, then us-east-1).
+    #[arg(long, env = "AWS_REGION", global = true)]
+    s3_region: Option<String>,
+    /// Use path-style S3 addressing even without a custom endpoint.
+    #[arg(long, global = true)]
+    s3_path_style: bool,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Global {
+    fn s3(&self) -> S3Options {
+        S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+        }
+    }
+
+    fn database_url(&self) -> Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        LocalPostgres::from_env()
+            .url()
+            .ok_or_else(|| anyhow!("no database: set DATABASE_URL or --database-url, or run `facematch db start`"))
+    }
+
+    fn client(&self) -> Result<postgres::Client> {
+        db::connect_migrated(&self.database_url()?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Local Postgres server and schema.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Datasets: generate, import, export, list.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Queue a search (a PENDING history); prints its id.
+    Submit(QueryArgs),
+    /// Claim every PENDING history and answer them all in one pass over the dataset.
+    Run(RunArgs),
+    /// Submit a search, run it now, and print the result.
+    Search {
+        #[command(flatten)]
+        query: QueryArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Show a history and its results.
+    Show {
+        /// History id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Start (initialising if needed) a local PostgreSQL 15 on 127.0.0.1; prints its DATABASE_URL.
+    Start {
+        /// Server folder [env FACEMATCH_PG_DIR, default .local/pg].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Port (0 = a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Stop the local server.
+    Stop {
+        /// Server folder [env FACEMATCH_PG_DIR, default .local/pg].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Apply the embedded schema migrations to DATABASE_URL.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetCommand {
+    /// Generate a synthetic clustered dataset (K identities × M faces, unit vectors, seeded).
+    Synth(SynthArgs),
+    /// Import faces from dataset.dat, CSV, JSONL or .npy as a new dataset version.
+    Import(ImportArgs),
+    /// Export a dataset version to CSV or the old dataset.dat format.
+    Export(ExportArgs),
+    /// List dataset versions.
+    List,
+    /// Show one dataset version and its shards (default: the current one).
+    Show {
+        /// `name` or `name@vN`.
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WriteArgs {
+    /// Dataset name.
+    #[arg(long, default_value = "faces")]
+    name: String,
+    /// Faces per shard.
+    #[arg(long, default_value_t = facematch_datasets::writer::DEFAULT_SHARD_ROWS)]
+    shard_rows: usize,
+    /// Do not make the new version the default for runs.
+    #[arg(long)]
+    no_current: bool,
+}
+
+#[derive(Debug, Args)]
+struct SynthArgs {
+    #[command(flatten)]
+    write: WriteArgs,
+    /// Identities (clusters).
+    #[arg(long, default_value_t = 100)]
+    identities: u64,
+    /// Faces per identity.
+    #[arg(long, default_value_t = 10)]
+    per_identity: u64,
+    /// Encoding dimension.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Number of shards (overrides --shard-rows).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Id of the first face.
+    #[arg(long, default_value_t = 1)]
+    first_id: i64,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    write: WriteArgs,
+    /// The file to import.
+    file: PathBuf,
+    /// dat, csv, jsonl or npy (default: from the extension).
+    #[arg(long)]
+    format: Option<String>,
+    /// Source of faces whose input does not say (npy, early dataset.dat): A or U.
+    #[arg(long, default_value = "A")]
+    source: String,
+    /// For .npy: face ids (text, one per line, or an integer .npy).
+    #[arg(long)]
+    ids: Option<PathBuf>,
+    /// For .npy without --ids: the first face id.
+    #[arg(long, default_value_t = 1)]
+    first_id: i64,
+    /// Embedder label recorded in the manifest.
+    #[arg(long, default_value = "imported")]
+    embedder: String,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// `name` or `name@vN` (default: the current dataset).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// csv or dat.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// Output file (`-` for standard output).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// The query face id.
+    #[arg(long)]
+    face: i64,
+    /// cosine or euclidean.
+    #[arg(long, default_value = "cosine")]
+    method: String,
+    /// all, actor or user.
+    #[arg(long, default_value = "all")]
+    filter: String,
+    /// N: how many results (1..=1000).
+    #[arg(long, default_value_t = facematch_job::query::DEFAULT_MAX_RESULTS)]
+    max_results: i64,
+    /// Only faces within this euclidean distance (dlib's match threshold is 0.6).
+    #[arg(long)]
+    max_distance: Option<f64>,
+    /// Let the query face match itself.
+    #[arg(long)]
+    include_self: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Where the dataflow runs.
+    #[arg(long, default_value = "inline")]
+    runner: String,
+    /// Timely worker threads per process.
+    #[arg(long, short, default_value_t = default_workers())]
+    workers: usize,
+    /// Dataset `name` or `name@vN` (default: the current one).
+    #[arg(long, env = "FACEMATCH_DATASET")]
+    dataset: Option<String>,
+    /// Claim at most this many histories (oldest first).
+    #[arg(long)]
+    limit: Option<i64>,
+    /// Seconds a claim lasts without a heartbeat before another run may requeue it.
+    #[arg(long, default_value_t = 300)]
+    lease_secs: u64,
+    /// Attempts before a history whose runs keep dying ends in ERROR.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: i32,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl RunArgs {
+    fn options(&self, global: &Global, scope: ClaimScope) -> Result<RunOptions> {
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        Ok(RunOptions {
+            dataset: self.dataset.as_deref().map(str::parse).transpose()?,
+            scope: ClaimScope {
+                limit: self.limit,
+                ..scope
+            },
+            lease: Duration::from_secs(self.lease_secs.max(1)),
+            max_attempts: self.max_attempts.max(1),
+            s3: global.s3(),
+        })
+    }
+}
+
+impl QueryArgs {
+    fn submission(&self) -> Submission {
+        Submission {
+            face_id: self.face,
+            method: self.method.clone(),
+            filter: self.filter.clone(),
+            max_results: self.max_results,
+            include_self: self.include_self,
+            max_distance: self.max_distance,
+            user_id: None,
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Parses arguments, runs the command, maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Db(DbCommand::Start { dir, port }) => {
+            let server = dir.map(LocalPostgres::new).unwrap_or_else(LocalPostgres::from_env);
+            let url = server.start(port)?;
+            db::connect_migrated(&url)?;
+            println!("{url}");
+        }
+        Command::Db(DbCommand::Stop { dir }) => {
+            dir.map(LocalPostgres::new).unwrap_or_else(LocalPostgres::from_env).stop()?;
+        }
+        Command::Db(DbCommand::Migrate) => {
+            let applied = db::migrate(&mut db::connect(&g.database_url()?)?)?;
+            println!("schema up to date ({applied} migration(s) applied)");
+        }
+        Command::Dataset(cmd) => dataset_command(g, cmd)?,
+        Command::Submit(query) => {
+            let id = histories::submit(&mut g.client()?, &query.submission())?;
+            if g.json {
+                print_json(&serde_json::json!({ "history_id": id }))?;
+            } else {
+                println!("{id}");
+            }
+        }
+        Command::Run(args) => {
+            let runner = args.runner.parse::<RunnerKind>().map_err(anyhow::Error::msg)?.build(args.workers);
+            let summary = run_pending(&g.database_url()?, runner.as_ref(), &args.options(g, ClaimScope::default())?)?;
+            if g.json {
+                print_json(&summary)?;
+            } else {
+                print!("{}", report::run_summary(&summary));
+            }
+            if summary.errored > 0 {
+                return Ok(ExitCode::from(EXIT_HISTORY_ERROR));
+            }
+        }
+        Command::Search { query, run } => {
+            let url = g.database_url()?;
+            let id = histories::submit(&mut db::connect_migrated(&url)?, &query.submission())?;
+            let runner = run.runner.parse::<RunnerKind>().map_err(anyhow::Error::msg)?.build(run.workers);
+            let scope = ClaimScope {
+                only: Some(vec![id]),
+                limit: None,
+            };
+            let summary = run_pending(&url, runner.as_ref(), &run.options(g, scope)?)?;
+            let view = histories::load(&mut db::connect(&url)?, id)?;
+            if g.json {
+                print_json(&view)?;
+            } else {
+                print!("{}", report::history(&view));
+                eprint!("{}", report::run_summary(&summary));
+            }
+            if view.status != "FINISHED" {
+                return Ok(ExitCode::from(EXIT_HISTORY_ERROR));
+            }
+        }
+        Command::Show { id } => {
+            let view = histories::load(&mut g.client()?, id)?;
+            if g.json {
+                print_json(&view)?;
+            } else {
+                print!("{}", report::history(&view));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
+    match cmd {
+        DatasetCommand::Synth(args) => {
+            let spec = SynthSpec {
+                identities: args.identities,
+                per_identity: args.per_identity,
+                dim: args.dim,
+                seed: args.seed,
+                first_id: args.first_id,
+                spread: 0.5,
+            };
+            if spec.count() == 0 || args.dim == 0 {
+                bail!("a synthetic dataset needs at least one face and dimension ≥ 1");
+            }
+            let shard_rows = match args.shards {
+                Some(0) => bail!("--shards must be at least 1"),
+                Some(s) => spec.count().div_ceil(s as u64) as usize,
+                None => args.write.shard_rows,
+            };
+            let bar = progress(spec.count(), "generating");
+            let faces = spec.faces().map(|record| Ok(NewFace { record, image_uri: None }));
+            write_dataset(g, &args.write, shard_rows, args.dim, "synthetic", faces, &bar)?;
+        }
+        DatasetCommand::Import(args) => {
+            let format = match &args.format {
+                Some(f) => f.parse::<ImportFormat>()?,
+                None => ImportFormat::from_path(&args.file).ok_or_else(|| {
+                    anyhow!("cannot tell the format of {} from its extension; pass --format", args.file.display())
+                })?,
+            };
+            let options = ImportOptions {
+                default_source: args.source.parse::<FaceSource>()?,
+                ids_file: args.ids.clone(),
+                first_id: args.first_id,
+            };
+            let faces = import_file(&args.file, format, &options)?;
+            let dim = faces[0].record.encoding.len();
+            let bar = progress(faces.len() as u64, "importing");
+            let faces = faces.into_iter().map(|f| {
+                Ok(NewFace {
+                    record: f.record,
+                    image_uri: f.image_uri,
+                })
+            });
+            write_dataset(g, &args.write, args.write.shard_rows, dim, &args.embedder, faces, &bar)?;
+        }
+        DatasetCommand::Export(args) => {
+            let format: ExportFormat = args.format.parse()?;
+            let dataset = args.dataset.as_deref().map(str::parse::<DatasetRef>).transpose()?;
+            let row = registry::resolve(&mut g.client()?, dataset.as_ref())?;
+            let (storage, manifest) = row.load_manifest(&g.s3())?;
+            let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(
+                    std::fs::File::create(&args.output)
+                        .with_context(|| format!("cannot create {}", args.output.display()))?,
+                )
+            };
+            let mut out = std::io::BufWriter::new(&mut out);
+            write_header(&mut out, format)?;
+            let mut count = 0u64;
+            for shard in &manifest.shards {
+                let uri = storage.uri_of(&shard.path);
+                let reader = ShardReader::open(&uri, storage.get(&shard.path)?, shard, manifest.dim)?;
+                for record in read_all(reader, manifest.dim)? {
+                    write_record(&mut out, format, &record)?;
+                    count += 1;
+                }
+            }
+            out.flush()?;
+            drop(out);
+            eprintln!("exported {count} faces of {} to {}", row.label(), args.output.display());
+        }
+        DatasetCommand::List => {
+            let rows = registry::list(&mut g.client()?)?;
+            if g.json {
+                print_json(&rows.iter().map(dataset_json).collect::<Vec<_>>())?;
+            } else {
+                print!("{}", report::datasets(&rows));
+            }
+        }
+        DatasetCommand::Show { dataset } => {
+            let dataset = dataset.as_deref().map(str::parse::<DatasetRef>).transpose()?;
+            let row = registry::resolve(&mut g.client()?, dataset.as_ref())?;
+            let (_, manifest) = row.load_manifest(&g.s3())?;
+            if g.json {
+                print_json(&serde_json::json!({ "dataset": dataset_json(&row), "manifest": manifest }))?;
+            } else {
+                print!("{}", report::datasets(std::slice::from_ref(&row)));
+                for shard in &manifest.shards {
+                    println!("  {}  {} rows  {} bytes  sha256 {}", shard.path, shard.rows, shard.bytes, shard.sha256);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dataset_json(d: &registry::DatasetRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id, "name": d.name, "version": d.version, "label": d.label(), "current": d.is_current,
+        "faces": d.face_count, "dim": d.dim, "shards": d.shard_count, "embedder": d.embedder,
+        "root_uri": d.root_uri, "manifest_uri": d.manifest_uri, "created_at": d.created_at,
+    })
+}
+
+fn write_dataset(
+    g: &Global,
+    write: &WriteArgs,
+    shard_rows: usize,
+    dim: usize,
+    embedder: &str,
+    faces: impl IntoIterator<Item = Result<NewFace>>,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let storage = Storage::open(&g.dataset_root, &g.s3())?;
+    let mut client = g.client()?;
+    let new = NewDataset {
+        storage: &storage,
+        name: &write.name,
+        dim,
+        embedder,
+        shard_rows,
+        make_current: !write.no_current,
+    };
+    let started = std::time::Instant::now();
+    let (row, manifest) = registry::create_dataset(&mut client, &new, faces, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    if g.json {
+        print_json(&dataset_json(&row))?;
+    } else {
+        println!(
+            "{}: {} faces of dimension {} in {} shard(s) at {} ({:.1} s)",
+            row.label(),
+            manifest.count,
+            manifest.dim,
+            manifest.shards.len(),
+            row.manifest_uri,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

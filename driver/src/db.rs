@@ -1,0 +1,55 @@
+//! Connecting to Postgres and applying the embedded migrations (refinery, `driver/migrations/`).
+
+use anyhow::{Context, Result};
+use postgres::{Client, NoTls};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Connects to `url` (any Postgres, not only the local one).
+pub fn connect(url: &str) -> Result<Client> {
+    Client::connect(url, NoTls).with_context(|| format!("cannot connect to Postgres at {}", redact(url)))
+}
+
+/// Connects and brings the schema up to date.
+pub fn connect_migrated(url: &str) -> Result<Client> {
+    let mut client = connect(url)?;
+    migrate(&mut client)?;
+    Ok(client)
+}
+
+/// Applies pending migrations; returns how many were applied. Safe to run concurrently: refinery
+/// takes no lock, so we serialise on an advisory lock.
+pub fn migrate(client: &mut Client) -> Result<usize> {
+    client.execute("SELECT pg_advisory_lock(7346201)", &[])?;
+    let report = embedded::migrations::runner().run(client);
+    client.execute("SELECT pg_advisory_unlock(7346201)", &[])?;
+    Ok(report.context("applying migrations")?.applied_migrations().len())
+}
+
+/// Creates database `name` through an admin connection if it does not exist.
+pub fn ensure_database(admin_url: &str, name: &str) -> Result<()> {
+    let mut client = connect(admin_url)?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+        .is_some();
+    if !exists {
+        client.batch_execute(&format!("CREATE DATABASE \"{}\"", name.replace('"', "")))?;
+    }
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,331 @@
+//! The job's timely dataflow: scan → score → local top-N → exchange by history → merge.
+//!
+//! Each worker turns its own shards (see [`crate::assign`]) into a stream, streams each shard from
+//! storage batch by batch through the [`Scanner`](crate::kernel::Scanner) — so a worker holds one
+//! shard and one decoded batch at a time, never the dataset — and, when its input is exhausted,
+//! emits its local top-N per history. Those candidates go through differential-dataflow's `reduce`,
+//! which exchanges them by history id and hands each history's candidates to one worker *sorted*;
+//! the merge is then "take the first N". Differential fits here because the merge is exactly a
+//! keyed reduction over a small collection (workers × histories × N rows) and its sorted input
+//! gives the tie rule for free; it would not fit the scan itself, where arranging a million faces
+//! per history would cost far more than the scoring. Final rows, shard failures and scan counts
+//! are routed to worker 0, which is the only worker (of process 0) that returns them.
+
+use crate::assign::assign_shards;
+use crate::kernel::Scanner;
+use crate::query::{Match, Query};
+use differential_dataflow::AsCollection;
+use facematch_datasets::{Manifest, S3Options, ShardReader, Storage};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Inspect, ToStream};
+
+/// Everything a worker needs to run its part of a job; serialisable so other processes can get it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Storage root of the dataset.
+    pub root_uri: String,
+    /// How to reach S3, if the root is on S3.
+    pub s3: S3Options,
+    /// The pinned dataset version.
+    pub manifest: Manifest,
+    /// The claimed histories.
+    pub queries: Vec<Query>,
+}
+
+/// What worker 0 returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobOutput {
+    /// Final matches per history id, best first (every queried history has an entry).
+    pub results: BTreeMap<i64, Vec<Match>>,
+    /// Faces read from storage.
+    pub faces_scanned: u64,
+    /// (query, face) pairs scored.
+    pub pairs_scored: u64,
+    /// Pairs that needed f64 re-scoring.
+    pub pairs_rescored: u64,
+    /// Wall time of the dataflow.
+    pub elapsed: Duration,
+}
+
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// One or more shards could not be read or verified; the message names them.
+    #[error("{0}")]
+    Shards(String),
+    /// The timely runtime failed (a worker panicked or could not start).
+    #[error("dataflow failed: {0}")]
+    Runtime(String),
+    /// The job spec itself is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a worker reports besides candidates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Report {
+    Failed { shard: String, message: String },
+    Scanned { faces: u64, pairs: u64, rescored: u64 },
+}
+
+/// Order key of a score: ascending key = descending score, so differential's sorted values come best first.
+pub fn score_key(score: f64) -> u64 {
+    let bits = if score == 0.0 { 0.0f64.to_bits() } else { score.to_bits() };
+    let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+    !ordered
+}
+
+/// Inverse of [`score_key`].
+pub fn score_from_key(key: u64) -> f64 {
+    let ordered = !key;
+    let bits = if ordered >> 63 == 1 { ordered & !(1 << 63) } else { !ordered };
+    f64::from_bits(bits)
+}
+
+/// Checks that the spec can run (query dimensions match the dataset).
+pub fn check_spec(spec: &JobSpec) -> Result<(), JobError> {
+    for q in &spec.queries {
+        if q.encoding.len() != spec.manifest.dim {
+            return Err(JobError::Invalid(format!(
+                "history {}: query encoding has dimension {}, dataset {} has {}",
+                q.history_id,
+                q.encoding.len(),
+                spec.manifest.dataset_ref(),
+                spec.manifest.dim
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the job on the timely workers described by `config` and returns worker 0's output
+/// (other workers return `None`).
+pub fn run_job(spec: Arc<JobSpec>, config: timely::Config) -> Result<Option<JobOutput>, JobError> {
+    check_spec(&spec)?;
+    let started = Instant::now();
+    let guards = timely::execute(config, move |worker| run_worker(worker, &spec))
+        .map_err(JobError::Runtime)?;
+    let mut output = None;
+    for result in guards.join() {
+        match result.map_err(JobError::Runtime)? {
+            Some(Ok(mut out)) => {
+                out.elapsed = started.elapsed();
+                output = Some(out);
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(output)
+}
+
+type Candidate = ((i64, (u64, i64, u8)), u64, isize);
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    spec: &JobSpec,
+) -> Option<Result<JobOutput, JobError>> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let owner = assign_shards(&spec.manifest.shards, peers);
+    let my_shards: Vec<usize> = (0..owner.len()).filter(|s| owner[*s] == index).collect();
+    let limits: Arc<HashMap<i64, usize>> =
+        Arc::new(spec.queries.iter().map(|q| (q.history_id, q.max_results)).collect());
+
+    let rows = Arc::new(std::sync::Mutex::new(Vec::<(i64, u64, i64, u8)>::new()));
+    let reports = Arc::new(std::sync::Mutex::new(Vec::<Report>::new()));
+    let (rows_sink, reports_sink) = (rows.clone(), reports.clone());
+    let scan_spec = spec.clone();
+
+    worker.dataflow::<u64, _, _>(move |scope| {
+        let scanned = my_shards.to_stream(scope).unary_frontier(Pipeline, "Scan", move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut state = ScanState::new(&scan_spec);
+            move |(input, frontier), output| {
+                input.for_each(|_time, shards: &mut Vec<usize>| {
+                    for shard in shards.drain(..) {
+                        state.scan_shard(shard);
+                    }
+                });
+                if frontier.is_empty()
+                    && let Some(cap) = cap.take()
+                {
+                    let mut session = output.session(&cap);
+                    for item in state.finish() {
+                        session.give(item);
+                    }
+                }
+            }
+        })
+        .container::<Vec<ScanItem>>();
+
+        let candidates = scanned
+            .clone()
+            .flat_map(|item: ScanItem| match item {
+                ScanItem::Candidate(history, m) => {
+                    Some(((history, (score_key(m.score), m.face_id, m.source)), 0u64, 1isize))
+                }
+                ScanItem::Report(_) => None,
+            })
+            .as_collection();
+        let limits_for_reduce = limits.clone();
+        candidates
+            .reduce(move |history: &i64, input: &[(&(u64, i64, u8), isize)], output: &mut Vec<((u64, i64, u8), isize)>| {
+                let n = limits_for_reduce.get(history).copied().unwrap_or(0);
+                for (value, diff) in input.iter().filter(|(_, d)| *d > 0).take(n) {
+                    let _ = diff;
+                    output.push((**value, 1));
+                }
+            })
+            .inner
+            .exchange(|_: &Candidate| 0)
+            .inspect(move |((history, (key, face, source)), _time, diff): &Candidate| {
+                if *diff > 0 {
+                    rows_sink.lock().expect("rows lock").push((*history, *key, *face, *source));
+                }
+            });
+
+        scanned
+            .flat_map(|item: ScanItem| match item {
+                ScanItem::Report(r) => Some(r),
+                ScanItem::Candidate(..) => None,
+            })
+            .exchange(|_: &Report| 0)
+            .inspect(move |r: &Report| reports_sink.lock().expect("reports lock").push(r.clone()));
+    });
+
+    // Run the dataflow to completion before reading what it collected.
+    while worker.step_or_park(None) {}
+
+    if index != 0 {
+        return None;
+    }
+    let reports = std::mem::take(&mut *reports.lock().expect("reports lock"));
+    let mut output = JobOutput::default();
+    let mut failures = Vec::new();
+    for report in reports {
+        match report {
+            Report::Failed { shard, message } => failures.push(format!("shard {shard}: {message}")),
+            Report::Scanned { faces, pairs, rescored } => {
+                output.faces_scanned += faces;
+                output.pairs_scored += pairs;
+                output.pairs_rescored += rescored;
+            }
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort();
+        return Some(Err(JobError::Shards(failures.join("; "))));
+    }
+    for q in &spec.queries {
+        output.results.insert(q.history_id, Vec::new());
+    }
+    for (history, key, face_id, source) in std::mem::take(&mut *rows.lock().expect("rows lock")) {
+        output.results.entry(history).or_default().push(Match {
+            face_id,
+            source,
+            score: score_from_key(key),
+        });
+    }
+    for matches in output.results.values_mut() {
+        matches.sort_by(crate::topn::rank_cmp);
+    }
+    Some(Ok(output))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum ScanItem {
+    Candidate(i64, Match),
+    Report(Report),
+}
+
+/// One worker's scan: its storage handle, its kernel, and what went wrong.
+struct ScanState {
+    spec: JobSpec,
+    storage: Option<Result<Storage, String>>,
+    scanner: Scanner,
+    faces: u64,
+    failures: Vec<Report>,
+}
+
+impl ScanState {
+    fn new(spec: &JobSpec) -> ScanState {
+        ScanState {
+            scanner: Scanner::new(&spec.queries, spec.manifest.dim),
+            spec: spec.clone(),
+            storage: None,
+            faces: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    fn scan_shard(&mut self, shard: usize) {
+        let info = self.spec.manifest.shards[shard].clone();
+        if !self.failures.is_empty() {
+            return; // the run has failed; do not spend time on the rest
+        }
+        if let Err(message) = self.try_scan(&info) {
+            self.failures.push(Report::Failed {
+                shard: info.path.clone(),
+                message,
+            });
+        }
+    }
+
+    fn try_scan(&mut self, info: &facematch_datasets::ShardInfo) -> Result<(), String> {
+        let storage = self
+            .storage
+            .get_or_insert_with(|| Storage::open(&self.spec.root_uri, &self.spec.s3).map_err(|e| e.to_string()))
+            .clone()?;
+        let uri = storage.uri_of(&info.path);
+        let data = storage.get(&info.path).map_err(|e| e.to_string())?;
+        let reader = ShardReader::open(&uri, data, info, self.spec.manifest.dim).map_err(|e| e.to_string())?;
+        for batch in reader {
+            let batch = batch.map_err(|e| e.to_string())?;
+            self.scanner.scan(&batch.face_ids, &batch.sources, batch.values());
+            self.faces += batch.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Vec<ScanItem> {
+        let scanner = std::mem::replace(&mut self.scanner, Scanner::new(&[], self.spec.manifest.dim));
+        let mut items: Vec<ScanItem> = self.failures.drain(..).map(ScanItem::Report).collect();
+        items.push(ScanItem::Report(Report::Scanned {
+            faces: self.faces,
+            pairs: scanner.scored_pairs(),
+            rescored: scanner.rescored(),
+        }));
+        if items.len() == 1 {
+            for (history, matches) in scanner.into_results() {
+                items.extend(matches.into_iter().map(|m| ScanItem::Candidate(history, m)));
+            }
+        }
+        items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_keys_order_descending_and_invert() {
+        let scores = [1.0, 0.5, 1e-300, 0.0, -1e-300, -0.25, -1.0, f64::MIN_POSITIVE];
+        for s in scores {
+            assert_eq!(score_from_key(score_key(s)), s);
+        }
+        let mut sorted = scores;
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let mut by_key = scores;
+        by_key.sort_by_key(|s| score_key(*s));
+        assert_eq!(sorted, by_key);
+        assert_eq!(score_key(-0.0), score_key(0.0));
+    }
+}

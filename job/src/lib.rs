@@ -1,0 +1,17 @@
+//! The facematch batch job.
+//!
+//! One pass over a dataset version answers every claimed history at once: each timely worker
+//! streams its own shards, scores every face against every query with the [`kernel`], keeps a
+//! local top-N per history, and the [`dataflow`] exchanges those candidates by history id and
+//! merges them into the final top-N.
+
+pub mod assign;
+pub mod dataflow;
+pub mod kernel;
+pub mod query;
+pub mod topn;
+
+pub use dataflow::{JobOutput, JobSpec, run_job};
+/// The timely version the job is built on (runners configure it).
+pub use timely;
+pub use query::{Match, Method, Query, SourceFilter, validate_params};
