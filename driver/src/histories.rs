@@ -99,7 +99,7 @@ pub fn claim(
                                     coalesce(h.max_distance::text, 'none'), $5::text, $6::text)
            FROM picked
           WHERE h.id = picked.id AND h.status = 'PENDING'
-      RETURNING h.id, h.in_face_id, h.similarity_method, h.face_source_filter, h.max_results, h.exclude_self::text,
+      RETURNING h.id, h.in_face_id, h.similarity_method, h.face_source_filter, h.max_results, h.exclude_self,
                 h.max_distance, (SELECT encoding FROM faces f WHERE f.id = h.in_face_id)",
         &[&scope.only, &scope.limit, &run_id, &lease.as_secs_f64(), &dataset_label, &runner_label],
     )?;
