@@ -46,10 +46,18 @@ pub fn write_header(out: &mut impl Write, format: ExportFormat) -> io::Result<()
 }
 
 /// Writes one face.
-pub fn write_record(out: &mut impl Write, format: ExportFormat, record: &FaceRecord) -> io::Result<()> {
+pub fn write_record(
+    out: &mut impl Write,
+    format: ExportFormat,
+    record: &FaceRecord,
+) -> io::Result<()> {
     let values = join(&record.encoding);
     match format {
         ExportFormat::Csv => writeln!(out, "{},{},{}", record.face_id, record.source, values),
-        ExportFormat::Dat => writeln!(out, "\"{}\",\"{}\",\"{}\"", record.face_id, record.source, values),
+        ExportFormat::Dat => writeln!(
+            out,
+            "\"{}\",\"{}\",\"{}\"",
+            record.face_id, record.source, values
+        ),
     }
 }

@@ -82,7 +82,11 @@ impl Default for ImportOptions {
 }
 
 /// Reads every face of `path`, checking that all share one dimension (taken from the first face).
-pub fn import_file(path: &Path, format: ImportFormat, options: &ImportOptions) -> Result<Vec<ImportedFace>> {
+pub fn import_file(
+    path: &Path,
+    format: ImportFormat,
+    options: &ImportOptions,
+) -> Result<Vec<ImportedFace>> {
     let name = path.display().to_string();
     let open = || {
         std::fs::File::open(path).map_err(|e| DatasetError::Input {
@@ -113,7 +117,8 @@ fn check_consistent(file: &str, faces: &[ImportedFace]) -> Result<()> {
     let mut seen = std::collections::HashSet::with_capacity(faces.len());
     for (i, face) in faces.iter().enumerate() {
         let line = i as u64 + 1;
-        validate_encoding(face.record.face_id, &face.record.encoding, dim).map_err(|e| e.at(file, line))?;
+        validate_encoding(face.record.face_id, &face.record.encoding, dim)
+            .map_err(|e| e.at(file, line))?;
         if !seen.insert(face.record.face_id) {
             return Err(DatasetError::Input {
                 file: file.to_string(),
@@ -151,8 +156,13 @@ fn parse_vector(file: &str, line: u64, text: &str) -> Result<Vec<f32>> {
         .filter(|t| !t.is_empty())
         .enumerate()
         .map(|(i, t)| {
-            t.parse::<f32>()
-                .map_err(|_| input_error(file, line, format!("encoding value {} ({t:?}) is not a number", i + 1)))
+            t.parse::<f32>().map_err(|_| {
+                input_error(
+                    file,
+                    line,
+                    format!("encoding value {} ({t:?}) is not a number", i + 1),
+                )
+            })
         })
         .collect();
     let values = values?;
@@ -170,24 +180,38 @@ fn read_dat(file: &str, input: impl Read, options: &ImportOptions) -> Result<Vec
     let mut out = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let line = i as u64 + 1;
-        let row = row.map_err(|e| input_error(file, line, format!("not a dataset.dat line: {e}")))?;
+        let row =
+            row.map_err(|e| input_error(file, line, format!("not a dataset.dat line: {e}")))?;
         if row.len() != 3 {
             return Err(input_error(
                 file,
                 line,
-                format!("expected 3 quoted fields \"id\",\"A|U|image\",\"v1 v2 ...\", found {}", row.len()),
+                format!(
+                    "expected 3 quoted fields \"id\",\"A|U|image\",\"v1 v2 ...\", found {}",
+                    row.len()
+                ),
             ));
         }
         let face_id = parse_id(file, line, &row[0])?;
         let (source, image_uri) = match &row[1] {
             "A" => (FaceSource::Actor, None),
             "U" => (FaceSource::User, None),
-            "" => return Err(input_error(file, line, "field 2 (source or image file) is empty")),
+            "" => {
+                return Err(input_error(
+                    file,
+                    line,
+                    "field 2 (source or image file) is empty",
+                ));
+            }
             image => (options.default_source, Some(image.to_string())),
         };
         let encoding = parse_vector(file, line, &row[2])?;
         out.push(ImportedFace {
-            record: FaceRecord { face_id, source, encoding },
+            record: FaceRecord {
+                face_id,
+                source,
+                encoding,
+            },
             image_uri,
         });
     }
@@ -195,7 +219,9 @@ fn read_dat(file: &str, input: impl Read, options: &ImportOptions) -> Result<Vec
 }
 
 fn read_csv(file: &str, input: impl Read) -> Result<Vec<ImportedFace>> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(input);
     let headers = reader
         .headers()
         .map_err(|e| input_error(file, 1, format!("cannot read the header: {e}")))?
@@ -204,19 +230,34 @@ fn read_csv(file: &str, input: impl Read) -> Result<Vec<ImportedFace>> {
         headers
             .iter()
             .position(|h| h.trim() == name)
-            .ok_or_else(|| input_error(file, 1, format!("header has no column {name:?} (need face_id,source,encoding)")))
+            .ok_or_else(|| {
+                input_error(
+                    file,
+                    1,
+                    format!("header has no column {name:?} (need face_id,source,encoding)"),
+                )
+            })
     };
-    let (id_col, source_col, enc_col) = (column("face_id")?, column("source")?, column("encoding")?);
+    let (id_col, source_col, enc_col) =
+        (column("face_id")?, column("source")?, column("encoding")?);
     let mut out = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let line = i as u64 + 2;
         let row = row.map_err(|e| input_error(file, line, format!("malformed CSV: {e}")))?;
-        let get = |c: usize| row.get(c).ok_or_else(|| input_error(file, line, "missing a column"));
+        let get = |c: usize| {
+            row.get(c)
+                .ok_or_else(|| input_error(file, line, "missing a column"))
+        };
         let face_id = parse_id(file, line, get(id_col)?)?;
-        let source = FaceSource::from_str(get(source_col)?).map_err(|e| input_error(file, line, e.to_string()))?;
+        let source = FaceSource::from_str(get(source_col)?)
+            .map_err(|e| input_error(file, line, e.to_string()))?;
         let encoding = parse_vector(file, line, get(enc_col)?)?;
         out.push(ImportedFace {
-            record: FaceRecord { face_id, source, encoding },
+            record: FaceRecord {
+                face_id,
+                source,
+                encoding,
+            },
             image_uri: None,
         });
     }
@@ -240,9 +281,10 @@ fn read_jsonl(file: &str, input: impl Read) -> Result<Vec<ImportedFace>> {
         if text.trim().is_empty() {
             continue;
         }
-        let face: JsonFace =
-            serde_json::from_str(&text).map_err(|e| input_error(file, line, format!("malformed JSON: {e}")))?;
-        let source = FaceSource::from_str(&face.source).map_err(|e| input_error(file, line, e.to_string()))?;
+        let face: JsonFace = serde_json::from_str(&text)
+            .map_err(|e| input_error(file, line, format!("malformed JSON: {e}")))?;
+        let source = FaceSource::from_str(&face.source)
+            .map_err(|e| input_error(file, line, e.to_string()))?;
         out.push(ImportedFace {
             record: FaceRecord {
                 face_id: face.face_id,
@@ -260,21 +302,37 @@ fn read_npy(file: &str, input: impl Read, options: &ImportOptions) -> Result<Vec
         .map_err(|e| input_error(file, 0, format!("not a .npy file: {e}")))?;
     let shape = npy.shape().to_vec();
     let [rows, dim] = shape[..] else {
-        return Err(input_error(file, 0, format!("expected a 2-d N×D array, found shape {shape:?}")));
+        return Err(input_error(
+            file,
+            0,
+            format!("expected a 2-d N×D array, found shape {shape:?}"),
+        ));
     };
     let (rows, dim) = (rows as usize, dim as usize);
     let fortran = npy.order() == npyz::Order::Fortran;
     let values: Vec<f32> = match npy.dtype() {
-        npyz::DType::Plain(ts) if ts.type_char() == npyz::TypeChar::Float && ts.size_field() == 4 => npy
-            .into_vec::<f32>()
-            .map_err(|e| input_error(file, 0, format!("cannot read float32 data: {e}")))?,
-        npyz::DType::Plain(ts) if ts.type_char() == npyz::TypeChar::Float && ts.size_field() == 8 => npy
-            .into_vec::<f64>()
-            .map_err(|e| input_error(file, 0, format!("cannot read float64 data: {e}")))?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        other => return Err(input_error(file, 0, format!("dtype {other:?} is not float32 or float64"))),
+        npyz::DType::Plain(ts)
+            if ts.type_char() == npyz::TypeChar::Float && ts.size_field() == 4 =>
+        {
+            npy.into_vec::<f32>()
+                .map_err(|e| input_error(file, 0, format!("cannot read float32 data: {e}")))?
+        }
+        npyz::DType::Plain(ts)
+            if ts.type_char() == npyz::TypeChar::Float && ts.size_field() == 8 =>
+        {
+            npy.into_vec::<f64>()
+                .map_err(|e| input_error(file, 0, format!("cannot read float64 data: {e}")))?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect()
+        }
+        other => {
+            return Err(input_error(
+                file,
+                0,
+                format!("dtype {other:?} is not float32 or float64"),
+            ));
+        }
     };
     let ids = match &options.ids_file {
         Some(path) => read_ids(path)?,
@@ -311,23 +369,37 @@ fn read_npy(file: &str, input: impl Read, options: &ImportOptions) -> Result<Vec
 /// Face ids for a `.npy` import: an integer `.npy` vector, or text with one id per line.
 fn read_ids(path: &Path) -> Result<Vec<i64>> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| input_error(&file, 0, format!("cannot open: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| input_error(&file, 0, format!("cannot open: {e}")))?;
     if bytes.starts_with(b"\x93NUMPY") {
-        let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| input_error(&file, 0, format!("not a .npy file: {e}")))?;
+        let npy = npyz::NpyFile::new(&bytes[..])
+            .map_err(|e| input_error(&file, 0, format!("not a .npy file: {e}")))?;
         return match npy.dtype() {
-            npyz::DType::Plain(ts) if ts.type_char() == npyz::TypeChar::Int && ts.size_field() == 8 => {
-                npy.into_vec::<i64>().map_err(|e| input_error(&file, 0, e.to_string()))
+            npyz::DType::Plain(ts)
+                if ts.type_char() == npyz::TypeChar::Int && ts.size_field() == 8 =>
+            {
+                npy.into_vec::<i64>()
+                    .map_err(|e| input_error(&file, 0, e.to_string()))
             }
-            npyz::DType::Plain(ts) if ts.type_char() == npyz::TypeChar::Int && ts.size_field() == 4 => Ok(npy
-                .into_vec::<i32>()
-                .map_err(|e| input_error(&file, 0, e.to_string()))?
-                .into_iter()
-                .map(i64::from)
-                .collect()),
-            other => Err(input_error(&file, 0, format!("ids must be int32 or int64, found {other:?}"))),
+            npyz::DType::Plain(ts)
+                if ts.type_char() == npyz::TypeChar::Int && ts.size_field() == 4 =>
+            {
+                Ok(npy
+                    .into_vec::<i32>()
+                    .map_err(|e| input_error(&file, 0, e.to_string()))?
+                    .into_iter()
+                    .map(i64::from)
+                    .collect())
+            }
+            other => Err(input_error(
+                &file,
+                0,
+                format!("ids must be int32 or int64, found {other:?}"),
+            )),
         };
     }
-    let text = String::from_utf8(bytes).map_err(|_| input_error(&file, 0, "is neither .npy nor text"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| input_error(&file, 0, "is neither .npy nor text"))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -347,7 +419,10 @@ mod tests {
 
     #[test]
     fn dat_both_variants() {
-        let faces = dat("\"1\",\"A\",\"0.5 1 -2\"\n\"120000\",\"U\",\"1 0 0\"\n\"7\",\"img_7.jpg\",\"0 0 1\"\n").unwrap();
+        let faces = dat(
+            "\"1\",\"A\",\"0.5 1 -2\"\n\"120000\",\"U\",\"1 0 0\"\n\"7\",\"img_7.jpg\",\"0 0 1\"\n",
+        )
+        .unwrap();
         assert_eq!(faces.len(), 3);
         assert_eq!(faces[0].record.encoding, vec![0.5, 1.0, -2.0]);
         assert_eq!(faces[1].record.source, FaceSource::User);
@@ -358,28 +433,59 @@ mod tests {
     #[test]
     fn dat_errors_name_the_line() {
         let cases = [
-            ("\"1\",\"A\",\"1 2\"\n\"2\",\"A\",\"1 x\"\n", "t.dat:2", "not a number"),
-            ("\"1\",\"A\",\"1 2\"\n\"2\",\"A\"\n", "t.dat:2", "expected 3"),
-            ("\"1\",\"A\",\"1 2\"\n\"2\",\"A\",\"1 2 3\"\n", "t.dat:2", "dimension 3"),
-            ("\"1\",\"A\",\"1 2\"\n\"2\",\"A\",\"NaN 2\"\n", "t.dat:2", "finite"),
+            (
+                "\"1\",\"A\",\"1 2\"\n\"2\",\"A\",\"1 x\"\n",
+                "t.dat:2",
+                "not a number",
+            ),
+            (
+                "\"1\",\"A\",\"1 2\"\n\"2\",\"A\"\n",
+                "t.dat:2",
+                "expected 3",
+            ),
+            (
+                "\"1\",\"A\",\"1 2\"\n\"2\",\"A\",\"1 2 3\"\n",
+                "t.dat:2",
+                "dimension 3",
+            ),
+            (
+                "\"1\",\"A\",\"1 2\"\n\"2\",\"A\",\"NaN 2\"\n",
+                "t.dat:2",
+                "finite",
+            ),
             ("\"1\",\"A\",\"0 0\"\n", "t.dat:1", "zero vector"),
             ("\"x\",\"A\",\"0 1\"\n", "t.dat:1", "not an integer"),
-            ("\"1\",\"A\",\"0 1\"\n\"1\",\"A\",\"1 1\"\n", "t.dat:2", "twice"),
+            (
+                "\"1\",\"A\",\"0 1\"\n\"1\",\"A\",\"1 1\"\n",
+                "t.dat:2",
+                "twice",
+            ),
         ];
         for (text, place, what) in cases {
             let err = dat(text).unwrap_err().to_string();
-            assert!(err.starts_with(place) && err.contains(what), "{text:?} gave {err:?}");
+            assert!(
+                err.starts_with(place) && err.contains(what),
+                "{text:?} gave {err:?}"
+            );
         }
     }
 
     #[test]
     fn csv_and_jsonl() {
-        let faces = read_csv("t.csv", "face_id,source,encoding\n5,U,\"[1, 2]\"\n6,A,3 4\n".as_bytes()).unwrap();
+        let faces = read_csv(
+            "t.csv",
+            "face_id,source,encoding\n5,U,\"[1, 2]\"\n6,A,3 4\n".as_bytes(),
+        )
+        .unwrap();
         assert_eq!(faces[0].record.encoding, vec![1.0, 2.0]);
         assert_eq!(faces[1].record.source, FaceSource::Actor);
         let err = read_csv("t.csv", "face_id,source,encoding\n5,Q,1\n".as_bytes()).unwrap_err();
         assert!(err.to_string().starts_with("t.csv:2"), "{err}");
-        let faces = read_jsonl("t.jsonl", "{\"face_id\":9,\"source\":\"A\",\"encoding\":[1,2]}\n".as_bytes()).unwrap();
+        let faces = read_jsonl(
+            "t.jsonl",
+            "{\"face_id\":9,\"source\":\"A\",\"encoding\":[1,2]}\n".as_bytes(),
+        )
+        .unwrap();
         assert_eq!(faces[0].record.face_id, 9);
         let err = read_jsonl("t.jsonl", "{\"face_id\":9}\n".as_bytes()).unwrap_err();
         assert!(err.to_string().starts_with("t.jsonl:1"), "{err}");

@@ -107,7 +107,9 @@ impl FromStr for DatasetRef {
             Some((name, v)) => {
                 let digits = v.strip_prefix('v').unwrap_or(v);
                 let version = digits.parse::<u32>().map_err(|_| {
-                    DatasetError::Invalid(format!("bad dataset version {v:?} in {s:?} (expected vN)"))
+                    DatasetError::Invalid(format!(
+                        "bad dataset version {v:?} in {s:?} (expected vN)"
+                    ))
                 })?;
                 (name, Some(version))
             }

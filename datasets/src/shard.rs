@@ -30,7 +30,10 @@ pub fn shard_schema(dim: usize) -> SchemaRef {
         Field::new("source", DataType::Utf8, false),
         Field::new(
             "encoding",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32),
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                dim as i32,
+            ),
             false,
         ),
     ]))
@@ -47,15 +50,20 @@ pub fn encode_shard(records: &[FaceRecord], dim: usize) -> Result<Bytes> {
     let props = WriterProperties::builder()
         .set_max_row_group_size(ROW_GROUP_ROWS)
         // Float encodings neither compress nor dictionary-encode; skip the work.
-        .set_column_dictionary_enabled(ColumnPath::from(vec!["encoding".into(), "list".into(), "item".into()]), false)
+        .set_column_dictionary_enabled(
+            ColumnPath::from(vec!["encoding".into(), "list".into(), "item".into()]),
+            false,
+        )
         .set_column_dictionary_enabled(ColumnPath::from("face_id"), false)
         .set_column_statistics_enabled(
             ColumnPath::from(vec!["encoding".into(), "list".into(), "item".into()]),
             EnabledStatistics::None,
         )
         .build();
-    let to_err = |e: parquet::errors::ParquetError| DatasetError::Invalid(format!("writing Parquet: {e}"));
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(to_err)?;
+    let to_err =
+        |e: parquet::errors::ParquetError| DatasetError::Invalid(format!("writing Parquet: {e}"));
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(to_err)?;
     for chunk in records.chunks(ROW_GROUP_ROWS) {
         let batch = records_to_batch(chunk, dim, &schema)?;
         writer.write(&batch).map_err(to_err)?;
@@ -150,7 +158,12 @@ impl ShardReader {
     }
 
     /// Opens Parquet bytes without the manifest check (for files not yet in a manifest).
-    pub fn open_unverified(shard: &str, data: Bytes, expected_rows: u64, dim: usize) -> Result<ShardReader> {
+    pub fn open_unverified(
+        shard: &str,
+        data: Bytes,
+        expected_rows: u64,
+        dim: usize,
+    ) -> Result<ShardReader> {
         let fail = |message: String| DatasetError::Shard {
             shard: shard.to_string(),
             message,
@@ -160,7 +173,9 @@ impl ShardReader {
         check_schema(builder.schema(), dim).map_err(fail)?;
         let rows = builder.metadata().file_metadata().num_rows() as u64;
         if rows != expected_rows {
-            return Err(fail(format!("holds {rows} rows but the manifest says {expected_rows}")));
+            return Err(fail(format!(
+                "holds {rows} rows but the manifest says {expected_rows}"
+            )));
         }
         let reader = builder
             .with_batch_size(BATCH_ROWS)
@@ -202,7 +217,9 @@ impl ShardReader {
             ("encoding", encodings.null_count()),
         ] {
             if nulls > 0 {
-                return Err(self.fail(format!("column {name} has {nulls} null values near row {first_row}")));
+                return Err(self.fail(format!(
+                    "column {name} has {nulls} null values near row {first_row}"
+                )));
             }
         }
         let values = encodings
@@ -264,7 +281,9 @@ impl Iterator for ShardReader {
                 self.next_row, self.expected_rows
             )))),
             None => None,
-            Some(Err(e)) => Some(Err(self.fail(format!("cannot decode near row {}: {e}", self.next_row)))),
+            Some(Err(e)) => Some(Err(
+                self.fail(format!("cannot decode near row {}: {e}", self.next_row))
+            )),
             Some(Ok(batch)) => {
                 let decoded = self.decode(batch);
                 if let Ok(b) = &decoded {
@@ -291,10 +310,16 @@ fn check_schema(schema: &SchemaRef, dim: usize) -> std::result::Result<(), Strin
     match field("encoding")?.data_type() {
         DataType::FixedSizeList(item, len) if item.data_type() == &DataType::Float32 => {
             if *len as usize != dim {
-                return Err(format!("encodings have dimension {len}, the dataset has {dim}"));
+                return Err(format!(
+                    "encodings have dimension {len}, the dataset has {dim}"
+                ));
             }
         }
-        other => return Err(format!("column encoding must be a fixed-size list of float32, found {other}")),
+        other => {
+            return Err(format!(
+                "column encoding must be a fixed-size list of float32, found {other}"
+            ));
+        }
     }
     Ok(())
 }

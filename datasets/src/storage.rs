@@ -111,7 +111,9 @@ impl Storage {
 
     fn local_path(root: &Path, key: &str) -> Result<PathBuf> {
         if key.split('/').any(|c| c == "..") {
-            return Err(DatasetError::Invalid(format!("key {key:?} escapes the root")));
+            return Err(DatasetError::Invalid(format!(
+                "key {key:?} escapes the root"
+            )));
         }
         Ok(root.join(key))
     }
@@ -149,11 +151,7 @@ impl Storage {
                     .send()
                     .await
                     .map_err(|e| self.fail(key, describe_sdk_error(&e)))?;
-                let body = object
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| self.fail(key, e))?;
+                let body = object.body.collect().await.map_err(|e| self.fail(key, e))?;
                 Ok(body.into_bytes())
             }),
         }

@@ -29,6 +29,11 @@ impl SynthSpec {
         self.identities * self.per_identity
     }
 
+    /// The ids the faces get: `first_id ..= first_id + count - 1`.
+    pub fn id_range(&self) -> std::ops::RangeInclusive<i64> {
+        self.first_id..=self.first_id + self.count() as i64 - 1
+    }
+
     /// Every fifth identity is a user, the rest actors, so filters have something to filter.
     pub fn source_of(identity: u64) -> FaceSource {
         if identity % 5 == 4 {
@@ -40,7 +45,8 @@ impl SynthSpec {
 
     /// The faces of one identity (each identity has its own RNG stream, so generation can be parallel).
     pub fn identity_faces(&self, identity: u64) -> Vec<FaceRecord> {
-        let mut rng = StdRng::seed_from_u64(self.seed ^ identity.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ identity.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let center = unit(&mut rng, self.dim, None, 0.0);
         let sigma = self.spread / (self.dim as f32).sqrt();
         (0..self.per_identity)
@@ -83,7 +89,14 @@ mod tests {
 
     #[test]
     fn deterministic_unit_and_clustered() {
-        let spec = SynthSpec { identities: 3, per_identity: 4, dim: 16, seed: 7, first_id: 100, spread: 0.5 };
+        let spec = SynthSpec {
+            identities: 3,
+            per_identity: 4,
+            dim: 16,
+            seed: 7,
+            first_id: 100,
+            spread: 0.5,
+        };
         let a: Vec<_> = spec.faces().collect();
         let b: Vec<_> = spec.faces().collect();
         assert_eq!(a, b);
@@ -97,7 +110,10 @@ mod tests {
         let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>();
         // Same identity is closer than different identities.
         assert!(dot(&a[0].encoding, &a[1].encoding) > dot(&a[0].encoding, &a[4].encoding));
-        let other_seed = SynthSpec { seed: 8, ..spec.clone() };
+        let other_seed = SynthSpec {
+            seed: 8,
+            ..spec.clone()
+        };
         assert_ne!(other_seed.faces().next(), a.first().cloned());
     }
 }

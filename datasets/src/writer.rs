@@ -40,7 +40,9 @@ impl DatasetWriter {
             return Err(DatasetError::Invalid("dimension must be at least 1".into()));
         }
         if shard_rows == 0 {
-            return Err(DatasetError::Invalid("shard size must be at least 1 row".into()));
+            return Err(DatasetError::Invalid(
+                "shard size must be at least 1 row".into(),
+            ));
         }
         let key = Manifest::key(name, version);
         if storage.exists(&key)? {
@@ -104,7 +106,12 @@ impl DatasetWriter {
             return Ok(());
         }
         let data = encode_shard(&self.pending, self.dim)?;
-        let path = format!("{}/v{}/shard-{:05}.parquet", self.name, self.version, self.shards.len());
+        let path = format!(
+            "{}/v{}/shard-{:05}.parquet",
+            self.name,
+            self.version,
+            self.shards.len()
+        );
         let info = ShardInfo {
             path: path.clone(),
             rows: self.pending.len() as u64,
@@ -131,8 +138,10 @@ impl DatasetWriter {
             shards: self.shards.clone(),
             created_at: now_rfc3339(),
         };
-        self.storage
-            .put(&Manifest::key(&self.name, self.version), manifest.to_json().into())?;
+        self.storage.put(
+            &Manifest::key(&self.name, self.version),
+            manifest.to_json().into(),
+        )?;
         Ok(manifest)
     }
 }

@@ -15,6 +15,7 @@ use facematch_datasets::synth::SynthSpec;
 use facematch_datasets::{DatasetRef, FaceSource, S3Options, ShardReader, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,7 +39,12 @@ struct Global {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
     /// Where new dataset versions are written: a folder, file:///path or s3://bucket/prefix.
-    #[arg(long, env = "FACEMATCH_DATASET_ROOT", global = true, default_value = ".local/datasets")]
+    #[arg(
+        long,
+        env = "FACEMATCH_DATASET_ROOT",
+        global = true,
+        default_value = ".local/datasets"
+    )]
     dataset_root: String,
     /// Custom S3 endpoint (S3-compatible servers); implies path-style addressing.
     #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
@@ -67,9 +73,9 @@ impl Global {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        LocalPostgres::from_env()
-            .url()
-            .ok_or_else(|| anyhow!("no database: set DATABASE_URL or --database-url, or run `facematch db start`"))
+        LocalPostgres::from_env().url().ok_or_else(|| {
+            anyhow!("no database: set DATABASE_URL or --database-url, or run `facematch db start`")
+        })
     }
 
     fn client(&self) -> Result<postgres::Client> {
@@ -326,13 +332,17 @@ fn execute(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
         Command::Db(DbCommand::Start { dir, port }) => {
-            let server = dir.map(LocalPostgres::new).unwrap_or_else(LocalPostgres::from_env);
+            let server = dir
+                .map(LocalPostgres::new)
+                .unwrap_or_else(LocalPostgres::from_env);
             let url = server.start(port)?;
             db::connect_migrated(&url)?;
             println!("{url}");
         }
         Command::Db(DbCommand::Stop { dir }) => {
-            dir.map(LocalPostgres::new).unwrap_or_else(LocalPostgres::from_env).stop()?;
+            dir.map(LocalPostgres::new)
+                .unwrap_or_else(LocalPostgres::from_env)
+                .stop()?;
         }
         Command::Db(DbCommand::Migrate) => {
             let applied = db::migrate(&mut db::connect(&g.database_url()?)?)?;
@@ -348,8 +358,16 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(args) => {
-            let runner = args.runner.parse::<RunnerKind>().map_err(anyhow::Error::msg)?.build(args.workers);
-            let summary = run_pending(&g.database_url()?, runner.as_ref(), &args.options(g, ClaimScope::default())?)?;
+            let runner = args
+                .runner
+                .parse::<RunnerKind>()
+                .map_err(anyhow::Error::msg)?
+                .build(args.workers);
+            let summary = run_pending(
+                &g.database_url()?,
+                runner.as_ref(),
+                &args.options(g, ClaimScope::default())?,
+            )?;
             if g.json {
                 print_json(&summary)?;
             } else {
@@ -362,7 +380,11 @@ fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Search { query, run } => {
             let url = g.database_url()?;
             let id = histories::submit(&mut db::connect_migrated(&url)?, &query.submission())?;
-            let runner = run.runner.parse::<RunnerKind>().map_err(anyhow::Error::msg)?.build(run.workers);
+            let runner = run
+                .runner
+                .parse::<RunnerKind>()
+                .map_err(anyhow::Error::msg)?
+                .build(run.workers);
             let scope = ClaimScope {
                 only: Some(vec![id]),
                 limit: None,
@@ -411,14 +433,28 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
                 None => args.write.shard_rows,
             };
             let bar = progress(spec.count(), "generating");
-            let faces = spec.faces().map(|record| Ok(NewFace { record, image_uri: None }));
-            write_dataset(g, &args.write, shard_rows, args.dim, "synthetic", faces, &bar)?;
+            let faces = spec.faces().map(|record| {
+                Ok(NewFace {
+                    record,
+                    image_uri: None,
+                })
+            });
+            let layout = Layout {
+                shard_rows,
+                dim: args.dim,
+                embedder: "synthetic",
+                id_range: Some(spec.id_range()),
+            };
+            write_dataset(g, &args.write, layout, faces, &bar)?;
         }
         DatasetCommand::Import(args) => {
             let format = match &args.format {
                 Some(f) => f.parse::<ImportFormat>()?,
                 None => ImportFormat::from_path(&args.file).ok_or_else(|| {
-                    anyhow!("cannot tell the format of {} from its extension; pass --format", args.file.display())
+                    anyhow!(
+                        "cannot tell the format of {} from its extension; pass --format",
+                        args.file.display()
+                    )
                 })?,
             };
             let options = ImportOptions {
@@ -427,7 +463,12 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
                 first_id: args.first_id,
             };
             let faces = import_file(&args.file, format, &options)?;
-            let dim = faces[0].record.encoding.len();
+            let layout = Layout {
+                shard_rows: args.write.shard_rows,
+                dim: faces[0].record.encoding.len(),
+                embedder: &args.embedder,
+                id_range: id_range(faces.iter().map(|f| f.record.face_id)),
+            };
             let bar = progress(faces.len() as u64, "importing");
             let faces = faces.into_iter().map(|f| {
                 Ok(NewFace {
@@ -435,11 +476,15 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
                     image_uri: f.image_uri,
                 })
             });
-            write_dataset(g, &args.write, args.write.shard_rows, dim, &args.embedder, faces, &bar)?;
+            write_dataset(g, &args.write, layout, faces, &bar)?;
         }
         DatasetCommand::Export(args) => {
             let format: ExportFormat = args.format.parse()?;
-            let dataset = args.dataset.as_deref().map(str::parse::<DatasetRef>).transpose()?;
+            let dataset = args
+                .dataset
+                .as_deref()
+                .map(str::parse::<DatasetRef>)
+                .transpose()?;
             let row = registry::resolve(&mut g.client()?, dataset.as_ref())?;
             let (storage, manifest) = row.load_manifest(&g.s3())?;
             let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
@@ -455,7 +500,8 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
             let mut count = 0u64;
             for shard in &manifest.shards {
                 let uri = storage.uri_of(&shard.path);
-                let reader = ShardReader::open(&uri, storage.get(&shard.path)?, shard, manifest.dim)?;
+                let reader =
+                    ShardReader::open(&uri, storage.get(&shard.path)?, shard, manifest.dim)?;
                 for record in read_all(reader, manifest.dim)? {
                     write_record(&mut out, format, &record)?;
                     count += 1;
@@ -463,7 +509,11 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
             }
             out.flush()?;
             drop(out);
-            eprintln!("exported {count} faces of {} to {}", row.label(), args.output.display());
+            eprintln!(
+                "exported {count} faces of {} to {}",
+                row.label(),
+                args.output.display()
+            );
         }
         DatasetCommand::List => {
             let rows = registry::list(&mut g.client()?)?;
@@ -474,15 +524,23 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
             }
         }
         DatasetCommand::Show { dataset } => {
-            let dataset = dataset.as_deref().map(str::parse::<DatasetRef>).transpose()?;
+            let dataset = dataset
+                .as_deref()
+                .map(str::parse::<DatasetRef>)
+                .transpose()?;
             let row = registry::resolve(&mut g.client()?, dataset.as_ref())?;
             let (_, manifest) = row.load_manifest(&g.s3())?;
             if g.json {
-                print_json(&serde_json::json!({ "dataset": dataset_json(&row), "manifest": manifest }))?;
+                print_json(
+                    &serde_json::json!({ "dataset": dataset_json(&row), "manifest": manifest }),
+                )?;
             } else {
                 print!("{}", report::datasets(std::slice::from_ref(&row)));
                 for shard in &manifest.shards {
-                    println!("  {}  {} rows  {} bytes  sha256 {}", shard.path, shard.rows, shard.bytes, shard.sha256);
+                    println!(
+                        "  {}  {} rows  {} bytes  sha256 {}",
+                        shard.path, shard.rows, shard.bytes, shard.sha256
+                    );
                 }
             }
         }
@@ -498,12 +556,28 @@ fn dataset_json(d: &registry::DatasetRow) -> serde_json::Value {
     })
 }
 
+/// Shape of a dataset version about to be written.
+struct Layout<'a> {
+    shard_rows: usize,
+    dim: usize,
+    embedder: &'a str,
+    id_range: Option<RangeInclusive<i64>>,
+}
+
+/// The smallest range holding every id, if there is any.
+fn id_range(ids: impl Iterator<Item = i64>) -> Option<RangeInclusive<i64>> {
+    ids.fold(None, |range: Option<RangeInclusive<i64>>, id| {
+        Some(match range {
+            None => id..=id,
+            Some(r) => (*r.start()).min(id)..=(*r.end()).max(id),
+        })
+    })
+}
+
 fn write_dataset(
     g: &Global,
     write: &WriteArgs,
-    shard_rows: usize,
-    dim: usize,
-    embedder: &str,
+    layout: Layout<'_>,
     faces: impl IntoIterator<Item = Result<NewFace>>,
     bar: &ProgressBar,
 ) -> Result<()> {
@@ -512,13 +586,15 @@ fn write_dataset(
     let new = NewDataset {
         storage: &storage,
         name: &write.name,
-        dim,
-        embedder,
-        shard_rows,
+        dim: layout.dim,
+        embedder: layout.embedder,
+        shard_rows: layout.shard_rows,
         make_current: !write.no_current,
+        id_range: layout.id_range,
     };
     let started = std::time::Instant::now();
-    let (row, manifest) = registry::create_dataset(&mut client, &new, faces, |n| bar.set_position(n))?;
+    let (row, manifest) =
+        registry::create_dataset(&mut client, &new, faces, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     if g.json {
         print_json(&dataset_json(&row))?;

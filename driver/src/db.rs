@@ -9,7 +9,8 @@ mod embedded {
 
 /// Connects to `url` (any Postgres, not only the local one).
 pub fn connect(url: &str) -> Result<Client> {
-    Client::connect(url, NoTls).with_context(|| format!("cannot connect to Postgres at {}", redact(url)))
+    Client::connect(url, NoTls)
+        .with_context(|| format!("cannot connect to Postgres at {}", redact(url)))
 }
 
 /// Connects and brings the schema up to date.
@@ -25,7 +26,10 @@ pub fn migrate(client: &mut Client) -> Result<usize> {
     client.execute("SELECT pg_advisory_lock(7346201)", &[])?;
     let report = embedded::migrations::runner().run(client);
     client.execute("SELECT pg_advisory_unlock(7346201)", &[])?;
-    Ok(report.context("applying migrations")?.applied_migrations().len())
+    Ok(report
+        .context("applying migrations")?
+        .applied_migrations()
+        .len())
 }
 
 /// Creates database `name` through an admin connection if it does not exist.

@@ -33,8 +33,12 @@ pub struct Submission {
 
 /// Validates and inserts a PENDING history; returns its id.
 pub fn submit(client: &mut Client, s: &Submission) -> Result<i64> {
-    validate_params(&s.method, &s.filter, s.max_results, s.max_distance).map_err(anyhow::Error::msg)?;
-    if client.query_opt("SELECT 1 FROM faces WHERE id = $1", &[&s.face_id])?.is_none() {
+    validate_params(&s.method, &s.filter, s.max_results, s.max_distance)
+        .map_err(anyhow::Error::msg)?;
+    if client
+        .query_opt("SELECT 1 FROM faces WHERE id = $1", &[&s.face_id])?
+        .is_none()
+    {
         bail!("face {} does not exist", s.face_id);
     }
     let row = client.query_one(
@@ -143,7 +147,12 @@ pub fn claim(
     Ok(claim)
 }
 
-fn mark_error(client: &mut impl postgres::GenericClient, run_id: i64, ids: &[i64], message: &str) -> Result<u64> {
+fn mark_error(
+    client: &mut impl postgres::GenericClient,
+    run_id: i64,
+    ids: &[i64],
+    message: &str,
+) -> Result<u64> {
     Ok(client.execute(
         "UPDATE histories SET status = 'ERROR', output = $3, finished_at = now(), lease_expires_at = NULL
           WHERE id = ANY($1) AND status = 'RUNNING' AND run_id = $2",
@@ -162,7 +171,11 @@ const WRITE_CHUNK: usize = 256;
 
 /// Writes each history's items and flips it to FINISHED in the same transaction. Histories the
 /// run no longer owns are skipped (their items are not written). Returns how many finished.
-pub fn finish(client: &mut Client, run_id: i64, results: &BTreeMap<i64, Vec<Match>>) -> Result<u64> {
+pub fn finish(
+    client: &mut Client,
+    run_id: i64,
+    results: &BTreeMap<i64, Vec<Match>>,
+) -> Result<u64> {
     let entries: Vec<(&i64, &Vec<Match>)> = results.iter().collect();
     let mut finished = 0;
     for chunk in entries.chunks(WRITE_CHUNK) {
@@ -177,10 +190,15 @@ pub fn finish(client: &mut Client, run_id: i64, results: &BTreeMap<i64, Vec<Matc
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let (mut h, mut rank, mut face, mut score) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut h, mut rank, mut face, mut score) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (id, matches) in chunk {
             if !owned.contains(id) {
-                tracing::warn!(history = **id, run_id, "history no longer owned by this run; its results are dropped");
+                tracing::warn!(
+                    history = **id,
+                    run_id,
+                    "history no longer owned by this run; its results are dropped"
+                );
                 continue;
             }
             for (i, m) in matches.iter().enumerate() {
@@ -208,7 +226,10 @@ pub fn heartbeat(client: &mut Client, run_id: i64, lease: Duration) -> Result<()
           WHERE run_id = $1 AND status = 'RUNNING'",
         &[&run_id, &lease.as_secs_f64()],
     )?;
-    client.execute("UPDATE job_runs SET heartbeat_at = now() WHERE id = $1", &[&run_id])?;
+    client.execute(
+        "UPDATE job_runs SET heartbeat_at = now() WHERE id = $1",
+        &[&run_id],
+    )?;
     Ok(())
 }
 
@@ -228,7 +249,10 @@ pub fn requeue_expired(client: &mut Client, max_attempts: i32) -> Result<(u64, u
       RETURNING status, run_id",
         &[&max_attempts],
     )?;
-    let mut dead_runs: Vec<i64> = rows.iter().filter_map(|r| r.get::<_, Option<i64>>(1)).collect();
+    let mut dead_runs: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i64>>(1))
+        .collect();
     dead_runs.sort_unstable();
     dead_runs.dedup();
     tx.execute(
@@ -237,7 +261,10 @@ pub fn requeue_expired(client: &mut Client, max_attempts: i32) -> Result<(u64, u
         &[&dead_runs],
     )?;
     tx.commit()?;
-    let errored = rows.iter().filter(|r| r.get::<_, String>(0) == "ERROR").count() as u64;
+    let errored = rows
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "ERROR")
+        .count() as u64;
     Ok((rows.len() as u64 - errored, errored))
 }
 
@@ -346,7 +373,10 @@ pub fn load(client: &mut Client, id: i64) -> Result<HistoryView> {
 /// Status counts (for summaries).
 pub fn status_counts(client: &mut Client) -> Result<HashMap<String, i64>> {
     Ok(client
-        .query("SELECT status, count(*) FROM histories GROUP BY status", &[])?
+        .query(
+            "SELECT status, count(*) FROM histories GROUP BY status",
+            &[],
+        )?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect())

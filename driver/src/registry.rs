@@ -10,6 +10,7 @@ use facematch_datasets::{DatasetRef, DatasetWriter, FaceRecord, Manifest, S3Opti
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 use postgres::{Client, GenericClient};
+use std::ops::RangeInclusive;
 
 /// A registered dataset version.
 #[derive(Debug, Clone)]
@@ -80,20 +81,25 @@ impl DatasetRow {
     }
 }
 
-const DATASET_COLUMNS: &str =
-    "id, name, version, root_uri, manifest_uri, dim, face_count, shard_count, embedder, is_current, created_at";
+const DATASET_COLUMNS: &str = "id, name, version, root_uri, manifest_uri, dim, face_count, shard_count, embedder, is_current, created_at";
 
 /// All registered versions, newest first.
 pub fn list(client: &mut Client) -> Result<Vec<DatasetRow>> {
     Ok(client
-        .query(&format!("SELECT {DATASET_COLUMNS} FROM datasets ORDER BY name, version DESC"), &[])?
+        .query(
+            &format!("SELECT {DATASET_COLUMNS} FROM datasets ORDER BY name, version DESC"),
+            &[],
+        )?
         .iter()
         .map(DatasetRow::from_row)
         .collect())
 }
 
 /// Resolves `name`, `name@vN`, or (None) the current dataset.
-pub fn resolve(client: &mut impl GenericClient, dataset: Option<&DatasetRef>) -> Result<DatasetRow> {
+pub fn resolve(
+    client: &mut impl GenericClient,
+    dataset: Option<&DatasetRef>,
+) -> Result<DatasetRow> {
     let row = match dataset {
         None => client
             .query_opt(&format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE is_current"), &[])?
@@ -117,7 +123,10 @@ pub fn resolve(client: &mut impl GenericClient, dataset: Option<&DatasetRef>) ->
 /// The next free version number of `name`.
 pub fn next_version(client: &mut impl GenericClient, name: &str) -> Result<u32> {
     let v: i32 = client
-        .query_one("SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name = $1", &[&name])?
+        .query_one(
+            "SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name = $1",
+            &[&name],
+        )?
         .get(0);
     Ok(v as u32)
 }
@@ -145,6 +154,18 @@ pub struct NewDataset<'a> {
     pub shard_rows: usize,
     /// Make it the default for runs.
     pub make_current: bool,
+    /// The ids the faces will have, when known before they are read (synthetic datasets). If none
+    /// of them exists yet, faces are copied straight into `faces`, skipping the staging table.
+    pub id_range: Option<RangeInclusive<i64>>,
+}
+
+/// Where the faces of a new version are copied while its shards are written.
+#[derive(Clone, Copy, PartialEq)]
+enum FaceTarget {
+    /// Straight into `faces`: every id is known to be new.
+    Faces,
+    /// Into a staging table, merged into `faces` after checking ids already known.
+    Staging,
 }
 
 /// Writes a new dataset version from `faces` and registers it and its faces, all or nothing.
@@ -159,6 +180,10 @@ pub fn create_dataset(
     // Serialise writers of the same name so two imports never pick the same version.
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&new.name])?;
     let version = next_version(&mut tx, new.name)?;
+    let target = match &new.id_range {
+        Some(range) if !ids_in_use(&mut tx, *range.start(), *range.end())? => FaceTarget::Faces,
+        _ => FaceTarget::Staging,
+    };
     let mut writer = DatasetWriter::create(
         new.storage.clone(),
         new.name,
@@ -167,17 +192,69 @@ pub fn create_dataset(
         new.embedder,
         new.shard_rows,
     )?;
-    let written = (|| -> Result<Manifest> {
-        tx.batch_execute(
-            "CREATE TEMP TABLE incoming_faces (id bigint, source text, encoding real[], image_uri text) ON COMMIT DROP",
-        )?;
-        let sink = tx.copy_in("COPY incoming_faces (id, source, encoding, image_uri) FROM STDIN BINARY")?;
-        let mut copy = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT, Type::FLOAT4_ARRAY, Type::TEXT]);
+    let mut ids = (i64::MAX, i64::MIN);
+    let written = (|| -> Result<(i64, Manifest)> {
+        // The row exists from the start so the faces can reference it; its figures are filled
+        // in once the manifest is written, and nobody sees it before the commit.
+        let dataset_id: i64 = tx
+            .query_one(
+                "INSERT INTO datasets (name, version, root_uri, manifest_uri, dim, face_count, shard_count,
+                                       embedder, manifest_sha256)
+                 VALUES ($1, $2, $3, $4, $5, 0, 0, $6, '') RETURNING id",
+                &[
+                    &new.name,
+                    &(version as i32),
+                    &new.storage.root_uri(),
+                    &new.storage.uri_of(&Manifest::key(new.name, version)),
+                    &(new.dim as i32),
+                    &new.embedder,
+                ],
+            )?
+            .get(0);
+        let table = match target {
+            FaceTarget::Faces => "faces",
+            FaceTarget::Staging => {
+                tx.batch_execute("CREATE TEMP TABLE incoming_faces (LIKE faces INCLUDING DEFAULTS) ON COMMIT DROP")?;
+                "incoming_faces"
+            }
+        };
+        let sink = tx.copy_in(&format!(
+            "COPY {table} (id, source, encoding, dim, image_uri, first_dataset_id) FROM STDIN BINARY"
+        ))?;
+        let mut copy = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::INT8,
+                Type::TEXT,
+                Type::FLOAT4_ARRAY,
+                Type::INT4,
+                Type::TEXT,
+                Type::INT8,
+            ],
+        );
+        let dim = new.dim as i32;
         let mut count = 0u64;
         for face in faces {
             let face = face?;
+            let id = face.record.face_id;
+            if target == FaceTarget::Faces
+                && !new.id_range.as_ref().is_some_and(|r| r.contains(&id))
+            {
+                bail!(
+                    "face id {id} is outside the announced id range {:?}",
+                    new.id_range
+                );
+            }
+            ids = (ids.0.min(id), ids.1.max(id));
             let source = face.record.source.to_string();
-            copy.write(&[&face.record.face_id, &source, &face.record.encoding, &face.image_uri])?;
+            copy.write(&[
+                &id,
+                &source,
+                &face.record.encoding,
+                &dim,
+                &face.image_uri,
+                &dataset_id,
+            ])?;
             writer.push(face.record)?;
             count += 1;
             if count.is_multiple_of(10_000) {
@@ -189,20 +266,28 @@ pub fn create_dataset(
             bail!("no faces to write");
         }
         copy.finish()?;
-        Ok(writer.finish()?)
+        Ok((dataset_id, writer.finish()?))
     })();
-    let manifest = match written {
-        Ok(m) => m,
+    let (dataset_id, manifest) = match written {
+        Ok(done) => done,
         Err(e) => {
             drop(tx);
             delete_version_files(new.storage, new.name, version, None);
             return Err(e);
         }
     };
-    let registered = register_in_tx(&mut tx, new, &manifest).and_then(|row| {
+    tracing::info!(
+        faces = manifest.count,
+        "shards written and faces streamed to the database"
+    );
+    let registered = (|| -> Result<DatasetRow> {
+        if target == FaceTarget::Staging {
+            merge_staged_faces(&mut tx, ids)?;
+        }
+        let row = complete_dataset_row(&mut tx, dataset_id, new.make_current, &manifest)?;
         tx.commit()?;
         Ok(row)
-    });
+    })();
     match registered {
         Ok(row) => Ok((row, manifest)),
         Err(e) => {
@@ -212,50 +297,84 @@ pub fn create_dataset(
     }
 }
 
-fn register_in_tx(tx: &mut postgres::Transaction<'_>, new: &NewDataset<'_>, manifest: &Manifest) -> Result<DatasetRow> {
+/// Whether any face id in `min..=max` is already registered (answered by the primary-key index).
+fn ids_in_use(tx: &mut impl GenericClient, min: i64, max: i64) -> Result<bool> {
+    Ok(tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM faces WHERE id BETWEEN $1 AND $2)",
+            &[&min, &max],
+        )?
+        .get(0))
+}
+
+/// Fills in the figures of a dataset row created at the start of its transaction.
+fn complete_dataset_row(
+    tx: &mut postgres::Transaction<'_>,
+    dataset_id: i64,
+    make_current: bool,
+    manifest: &Manifest,
+) -> Result<DatasetRow> {
+    if make_current {
+        tx.execute(
+            "UPDATE datasets SET is_current = false WHERE is_current",
+            &[],
+        )?;
+    }
+    let row = tx.query_one(
+        &format!(
+            "UPDATE datasets SET face_count = $2, shard_count = $3, manifest_sha256 = $4, is_current = $5
+              WHERE id = $1 RETURNING {DATASET_COLUMNS}"
+        ),
+        &[
+            &dataset_id,
+            &(manifest.count as i64),
+            &(manifest.shards.len() as i32),
+            &facematch_datasets::shard::sha256_hex(&manifest.to_json()),
+            &make_current,
+        ],
+    )?;
+    Ok(DatasetRow::from_row(&row))
+}
+
+/// Moves staged faces into `faces`: new ids are inserted, ids already known must be identical.
+fn merge_staged_faces(
+    tx: &mut postgres::Transaction<'_>,
+    (min_id, max_id): (i64, i64),
+) -> Result<()> {
+    check_conflicts(tx, min_id, max_id)?;
+    tx.execute(
+        "INSERT INTO faces SELECT * FROM incoming_faces ON CONFLICT (id) DO NOTHING",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// Fails when a face id of the new version is already known with a different source or encoding.
+/// Re-registering identical faces (a new version of the same data) is fine.
+fn check_conflicts(tx: &mut postgres::Transaction<'_>, min_id: i64, max_id: i64) -> Result<()> {
+    // Fresh ids are answered by the index without touching the incoming rows; only an
+    // overlapping id range pays for the join.
+    if !ids_in_use(tx, min_id, max_id)? {
+        return Ok(());
+    }
+    // Without statistics the planner picks a nested loop over a million rows.
+    tx.batch_execute("ANALYZE incoming_faces")?;
     let conflicts = tx.query(
         "SELECT i.id FROM incoming_faces i JOIN faces f ON f.id = i.id
           WHERE f.source <> i.source OR f.encoding <> i.encoding ORDER BY i.id LIMIT 5",
         &[],
     )?;
     if !conflicts.is_empty() {
-        let ids: Vec<String> = conflicts.iter().map(|r| r.get::<_, i64>(0).to_string()).collect();
+        let ids: Vec<String> = conflicts
+            .iter()
+            .map(|r| r.get::<_, i64>(0).to_string())
+            .collect();
         bail!(
             "face id(s) {} already exist with a different source or encoding; face ids are global, pick new ids",
             ids.join(", ")
         );
     }
-    if new.make_current {
-        tx.execute("UPDATE datasets SET is_current = false WHERE is_current", &[])?;
-    }
-    let manifest_key = Manifest::key(&manifest.name, manifest.version);
-    let row = tx.query_one(
-        &format!(
-            "INSERT INTO datasets (name, version, root_uri, manifest_uri, dim, face_count, shard_count, embedder,
-                                   manifest_sha256, is_current)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {DATASET_COLUMNS}"
-        ),
-        &[
-            &manifest.name,
-            &(manifest.version as i32),
-            &new.storage.root_uri(),
-            &new.storage.uri_of(&manifest_key),
-            &(manifest.dim as i32),
-            &(manifest.count as i64),
-            &(manifest.shards.len() as i32),
-            &manifest.embedder,
-            &facematch_datasets::shard::sha256_hex(&manifest.to_json()),
-            &new.make_current,
-        ],
-    )?;
-    let dataset = DatasetRow::from_row(&row);
-    tx.execute(
-        "INSERT INTO faces (id, source, encoding, dim, image_uri, first_dataset_id)
-         SELECT id, source, encoding, cardinality(encoding), image_uri, $1 FROM incoming_faces
-         ON CONFLICT (id) DO NOTHING",
-        &[&dataset.id],
-    )?;
-    Ok(dataset)
+    Ok(())
 }
 
 /// Best-effort removal of a version that could not be registered (it was never visible).
@@ -275,9 +394,15 @@ fn delete_version_files(storage: &Storage, name: &str, version: u32, manifest: O
 }
 
 /// Reads faces' encodings by id (for query faces).
-pub fn face_encoding(client: &mut impl GenericClient, face_id: i64) -> Result<Option<(String, Vec<f32>)>> {
+pub fn face_encoding(
+    client: &mut impl GenericClient,
+    face_id: i64,
+) -> Result<Option<(String, Vec<f32>)>> {
     Ok(client
-        .query_opt("SELECT source, encoding FROM faces WHERE id = $1", &[&face_id])
+        .query_opt(
+            "SELECT source, encoding FROM faces WHERE id = $1",
+            &[&face_id],
+        )
         .context("reading a face")?
         .map(|r| (r.get(0), r.get(1))))
 }

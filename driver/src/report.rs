@@ -14,8 +14,14 @@ pub fn history(h: &HistoryView) -> String {
         h.similarity_method,
         h.face_source_filter,
         h.max_results,
-        if h.exclude_self { "" } else { " / self included" },
-        h.max_distance.map(|d| format!(" / distance ≤ {d}")).unwrap_or_default(),
+        if h.exclude_self {
+            ""
+        } else {
+            " / self included"
+        },
+        h.max_distance
+            .map(|d| format!(" / distance ≤ {d}"))
+            .unwrap_or_default(),
         h.status
     );
     if let Some(params) = &h.run_params {
@@ -30,7 +36,14 @@ pub fn history(h: &HistoryView) -> String {
     if !h.items.is_empty() {
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
-        table.set_header(vec!["rank", "face id", "source", "score", "match %", "who / image"]);
+        table.set_header(vec![
+            "rank",
+            "face id",
+            "source",
+            "score",
+            "match %",
+            "who / image",
+        ]);
         for item in &h.items {
             table.add_row(vec![
                 Cell::new(item.rank).set_alignment(CellAlignment::Right),
@@ -51,7 +64,10 @@ pub fn history(h: &HistoryView) -> String {
 /// A run summary in one paragraph.
 pub fn run_summary(s: &RunSummary) -> String {
     if s.run_id.is_none() || s.claimed == 0 {
-        return format!("Nothing to run: no PENDING histories (dataset {}).\n", s.dataset);
+        return format!(
+            "Nothing to run: no PENDING histories (dataset {}).\n",
+            s.dataset
+        );
     }
     let secs = (s.scan_ms as f64 / 1000.0).max(1e-9);
     let mut out = format!(
@@ -70,7 +86,10 @@ pub fn run_summary(s: &RunSummary) -> String {
         s.write_ms
     );
     if s.requeued > 0 {
-        out.push_str(&format!("  requeued {} histories of runs that stopped responding\n", s.requeued));
+        out.push_str(&format!(
+            "  requeued {} histories of runs that stopped responding\n",
+            s.requeued
+        ));
     }
     if let Some(error) = &s.error {
         out.push_str(&format!("  error: {error}\n"));
@@ -82,11 +101,17 @@ pub fn run_summary(s: &RunSummary) -> String {
 pub fn datasets(rows: &[DatasetRow]) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec!["dataset", "current", "faces", "dim", "shards", "embedder", "manifest", "created"]);
+    table.set_header(vec![
+        "dataset", "current", "faces", "dim", "shards", "embedder", "manifest", "created",
+    ]);
     for d in rows {
         table.add_row(vec![
             d.label(),
-            if d.is_current { "*".into() } else { String::new() },
+            if d.is_current {
+                "*".into()
+            } else {
+                String::new()
+            },
             d.face_count.to_string(),
             d.dim.to_string(),
             d.shard_count.to_string(),

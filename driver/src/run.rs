@@ -73,7 +73,11 @@ pub struct RunSummary {
 }
 
 /// Runs every claimable PENDING history (within `options.scope`) in one pass on `runner`.
-pub fn run_pending(database_url: &str, runner: &dyn Runner, options: &RunOptions) -> Result<RunSummary> {
+pub fn run_pending(
+    database_url: &str,
+    runner: &dyn Runner,
+    options: &RunOptions,
+) -> Result<RunSummary> {
     let mut client = crate::db::connect_migrated(database_url)?;
     let mut summary = RunSummary {
         runner: runner.label(),
@@ -82,7 +86,11 @@ pub fn run_pending(database_url: &str, runner: &dyn Runner, options: &RunOptions
     let (requeued, gave_up) = histories::requeue_expired(&mut client, options.max_attempts)?;
     summary.requeued = requeued;
     if requeued + gave_up > 0 {
-        tracing::warn!(requeued, gave_up, "requeued histories of runs that stopped responding");
+        tracing::warn!(
+            requeued,
+            gave_up,
+            "requeued histories of runs that stopped responding"
+        );
     }
 
     let dataset = registry::resolve(&mut client, options.dataset.as_ref())?;
@@ -168,12 +176,20 @@ pub fn run_pending(database_url: &str, runner: &dyn Runner, options: &RunOptions
 
 /// Runs `work` while a side thread keeps the run's lease alive, so no other run requeues its
 /// histories while it is making progress.
-fn with_heartbeat<T>(database_url: &str, run_id: i64, lease: Duration, work: impl FnOnce() -> T) -> T {
+fn with_heartbeat<T>(
+    database_url: &str,
+    run_id: i64,
+    lease: Duration,
+    work: impl FnOnce() -> T,
+) -> T {
     let (stop, stopped) = mpsc::channel::<()>();
     let url = database_url.to_string();
     let beat = std::thread::spawn(move || {
         let Ok(mut client) = crate::db::connect(&url) else {
-            tracing::warn!(run_id, "heartbeat cannot connect; the lease will not be extended");
+            tracing::warn!(
+                run_id,
+                "heartbeat cannot connect; the lease will not be extended"
+            );
             return;
         };
         let period = (lease / 3).max(Duration::from_millis(200));

@@ -28,7 +28,10 @@ impl Runner for InlineRunner {
     }
 
     fn execute(&self, spec: Arc<JobSpec>) -> Result<JobOutput> {
-        let output = run_job(spec, facematch_job::timely::Config::process(self.workers.max(1)))?;
+        let output = run_job(
+            spec,
+            facematch_job::timely::Config::process(self.workers.max(1)),
+        )?;
         output.ok_or_else(|| anyhow!("worker 0 returned no output"))
     }
 }

@@ -27,7 +27,12 @@ mod tests {
     use super::*;
 
     fn shard(rows: u64) -> ShardInfo {
-        ShardInfo { path: String::new(), rows, bytes: 0, sha256: String::new() }
+        ShardInfo {
+            path: String::new(),
+            rows,
+            bytes: 0,
+            sha256: String::new(),
+        }
     }
 
     #[test]

@@ -70,21 +70,40 @@ pub enum JobError {
 /// What a worker reports besides candidates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Report {
-    Failed { shard: String, message: String },
-    Scanned { faces: u64, pairs: u64, rescored: u64 },
+    Failed {
+        shard: String,
+        message: String,
+    },
+    Scanned {
+        faces: u64,
+        pairs: u64,
+        rescored: u64,
+    },
 }
 
 /// Order key of a score: ascending key = descending score, so differential's sorted values come best first.
 pub fn score_key(score: f64) -> u64 {
-    let bits = if score == 0.0 { 0.0f64.to_bits() } else { score.to_bits() };
-    let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+    let bits = if score == 0.0 {
+        0.0f64.to_bits()
+    } else {
+        score.to_bits()
+    };
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
     !ordered
 }
 
 /// Inverse of [`score_key`].
 pub fn score_from_key(key: u64) -> f64 {
     let ordered = !key;
-    let bits = if ordered >> 63 == 1 { ordered & !(1 << 63) } else { !ordered };
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
     f64::from_bits(bits)
 }
 
@@ -135,8 +154,12 @@ fn run_worker(
     let peers = worker.peers();
     let owner = assign_shards(&spec.manifest.shards, peers);
     let my_shards: Vec<usize> = (0..owner.len()).filter(|s| owner[*s] == index).collect();
-    let limits: Arc<HashMap<i64, usize>> =
-        Arc::new(spec.queries.iter().map(|q| (q.history_id, q.max_results)).collect());
+    let limits: Arc<HashMap<i64, usize>> = Arc::new(
+        spec.queries
+            .iter()
+            .map(|q| (q.history_id, q.max_results))
+            .collect(),
+    );
 
     let rows = Arc::new(std::sync::Mutex::new(Vec::<(i64, u64, i64, u8)>::new()));
     let reports = Arc::new(std::sync::Mutex::new(Vec::<Report>::new()));
@@ -144,52 +167,65 @@ fn run_worker(
     let scan_spec = spec.clone();
 
     worker.dataflow::<u64, _, _>(move |scope| {
-        let scanned = my_shards.to_stream(scope).unary_frontier(Pipeline, "Scan", move |cap, _info| {
-            let mut cap = Some(cap);
-            let mut state = ScanState::new(&scan_spec);
-            move |(input, frontier), output| {
-                input.for_each(|_time, shards: &mut Vec<usize>| {
-                    for shard in shards.drain(..) {
-                        state.scan_shard(shard);
-                    }
-                });
-                if frontier.is_empty()
-                    && let Some(cap) = cap.take()
-                {
-                    let mut session = output.session(&cap);
-                    for item in state.finish() {
-                        session.give(item);
+        let scanned = my_shards
+            .to_stream(scope)
+            .unary_frontier(Pipeline, "Scan", move |cap, _info| {
+                let mut cap = Some(cap);
+                let mut state = ScanState::new(&scan_spec);
+                move |(input, frontier), output| {
+                    input.for_each(|_time, shards: &mut Vec<usize>| {
+                        for shard in shards.drain(..) {
+                            state.scan_shard(shard);
+                        }
+                    });
+                    if frontier.is_empty()
+                        && let Some(cap) = cap.take()
+                    {
+                        let mut session = output.session(&cap);
+                        for item in state.finish() {
+                            session.give(item);
+                        }
                     }
                 }
-            }
-        })
-        .container::<Vec<ScanItem>>();
+            })
+            .container::<Vec<ScanItem>>();
 
         let candidates = scanned
             .clone()
             .flat_map(|item: ScanItem| match item {
-                ScanItem::Candidate(history, m) => {
-                    Some(((history, (score_key(m.score), m.face_id, m.source)), 0u64, 1isize))
-                }
+                ScanItem::Candidate(history, m) => Some((
+                    (history, (score_key(m.score), m.face_id, m.source)),
+                    0u64,
+                    1isize,
+                )),
                 ScanItem::Report(_) => None,
             })
             .as_collection();
         let limits_for_reduce = limits.clone();
         candidates
-            .reduce(move |history: &i64, input: &[(&(u64, i64, u8), isize)], output: &mut Vec<((u64, i64, u8), isize)>| {
-                let n = limits_for_reduce.get(history).copied().unwrap_or(0);
-                for (value, diff) in input.iter().filter(|(_, d)| *d > 0).take(n) {
-                    let _ = diff;
-                    output.push((**value, 1));
-                }
-            })
+            .reduce(
+                move |history: &i64,
+                      input: &[(&(u64, i64, u8), isize)],
+                      output: &mut Vec<((u64, i64, u8), isize)>| {
+                    let n = limits_for_reduce.get(history).copied().unwrap_or(0);
+                    for (value, diff) in input.iter().filter(|(_, d)| *d > 0).take(n) {
+                        let _ = diff;
+                        output.push((**value, 1));
+                    }
+                },
+            )
             .inner
             .exchange(|_: &Candidate| 0)
-            .inspect(move |((history, (key, face, source)), _time, diff): &Candidate| {
-                if *diff > 0 {
-                    rows_sink.lock().expect("rows lock").push((*history, *key, *face, *source));
-                }
-            });
+            .inspect(
+                move |((history, (key, face, source)), _time, diff): &Candidate| {
+                    if *diff > 0 {
+                        rows_sink
+                            .lock()
+                            .expect("rows lock")
+                            .push((*history, *key, *face, *source));
+                    }
+                },
+            );
 
         scanned
             .flat_map(|item: ScanItem| match item {
@@ -212,7 +248,11 @@ fn run_worker(
     for report in reports {
         match report {
             Report::Failed { shard, message } => failures.push(format!("shard {shard}: {message}")),
-            Report::Scanned { faces, pairs, rescored } => {
+            Report::Scanned {
+                faces,
+                pairs,
+                rescored,
+            } => {
                 output.faces_scanned += faces;
                 output.pairs_scored += pairs;
                 output.pairs_rescored += rescored;
@@ -281,21 +321,26 @@ impl ScanState {
     fn try_scan(&mut self, info: &facematch_datasets::ShardInfo) -> Result<(), String> {
         let storage = self
             .storage
-            .get_or_insert_with(|| Storage::open(&self.spec.root_uri, &self.spec.s3).map_err(|e| e.to_string()))
+            .get_or_insert_with(|| {
+                Storage::open(&self.spec.root_uri, &self.spec.s3).map_err(|e| e.to_string())
+            })
             .clone()?;
         let uri = storage.uri_of(&info.path);
         let data = storage.get(&info.path).map_err(|e| e.to_string())?;
-        let reader = ShardReader::open(&uri, data, info, self.spec.manifest.dim).map_err(|e| e.to_string())?;
+        let reader = ShardReader::open(&uri, data, info, self.spec.manifest.dim)
+            .map_err(|e| e.to_string())?;
         for batch in reader {
             let batch = batch.map_err(|e| e.to_string())?;
-            self.scanner.scan(&batch.face_ids, &batch.sources, batch.values());
+            self.scanner
+                .scan(&batch.face_ids, &batch.sources, batch.values());
             self.faces += batch.len() as u64;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Vec<ScanItem> {
-        let scanner = std::mem::replace(&mut self.scanner, Scanner::new(&[], self.spec.manifest.dim));
+        let scanner =
+            std::mem::replace(&mut self.scanner, Scanner::new(&[], self.spec.manifest.dim));
         let mut items: Vec<ScanItem> = self.failures.drain(..).map(ScanItem::Report).collect();
         items.push(ScanItem::Report(Report::Scanned {
             faces: self.faces,
@@ -317,7 +362,16 @@ mod tests {
 
     #[test]
     fn score_keys_order_descending_and_invert() {
-        let scores = [1.0, 0.5, 1e-300, 0.0, -1e-300, -0.25, -1.0, f64::MIN_POSITIVE];
+        let scores = [
+            1.0,
+            0.5,
+            1e-300,
+            0.0,
+            -1e-300,
+            -0.25,
+            -1.0,
+            f64::MIN_POSITIVE,
+        ];
         for s in scores {
             assert_eq!(score_from_key(score_key(s)), s);
         }

@@ -140,8 +140,15 @@ impl Scanner {
                 norms[i] = dot32(x, x);
             }
             for p in &mut self.queries {
-                self.rescored +=
-                    Self::scan_block(p, dim, self.eps, &face_ids[start..end], &sources[start..end], block, &norms);
+                self.rescored += Self::scan_block(
+                    p,
+                    dim,
+                    self.eps,
+                    &face_ids[start..end],
+                    &sources[start..end],
+                    block,
+                    &norms,
+                );
                 self.scored_pairs += (end - start) as u64;
             }
         }
@@ -170,7 +177,11 @@ impl Scanner {
                 let (score32, dist32) = match q.method {
                     Method::Cosine => {
                         let s = dot32(x, qv) / (norms[i].sqrt() * p.norm32);
-                        let d = if q.max_distance.is_some() { dist2_32(x, qv).sqrt() } else { 0.0 };
+                        let d = if q.max_distance.is_some() {
+                            dist2_32(x, qv).sqrt()
+                        } else {
+                            0.0
+                        };
                         (s, d)
                     }
                     Method::Euclidean => {

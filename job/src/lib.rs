@@ -12,6 +12,6 @@ pub mod query;
 pub mod topn;
 
 pub use dataflow::{JobOutput, JobSpec, run_job};
+pub use query::{Match, Method, Query, SourceFilter, validate_params};
 /// The timely version the job is built on (runners configure it).
 pub use timely;
-pub use query::{Match, Method, Query, SourceFilter, validate_params};

@@ -25,7 +25,9 @@ impl FromStr for Method {
         match s {
             "cosine" => Ok(Method::Cosine),
             "euclidean" => Ok(Method::Euclidean),
-            other => Err(format!("unknown similarity method {other:?} (expected cosine or euclidean)")),
+            other => Err(format!(
+                "unknown similarity method {other:?} (expected cosine or euclidean)"
+            )),
         }
     }
 }
@@ -69,7 +71,9 @@ impl FromStr for SourceFilter {
             "all" => Ok(SourceFilter::All),
             "actor" => Ok(SourceFilter::Actor),
             "user" => Ok(SourceFilter::User),
-            other => Err(format!("unknown face source filter {other:?} (expected all, actor or user)")),
+            other => Err(format!(
+                "unknown face source filter {other:?} (expected all, actor or user)"
+            )),
         }
     }
 }
@@ -148,8 +152,12 @@ mod tests {
         assert!(validate_params("cosine", "all", 10, None).is_ok());
         assert!(validate_params("euclidean", "user", 1000, Some(0.6)).is_ok());
         let err = |m, f, n, d| validate_params(m, f, n, d).unwrap_err();
-        assert!(err("manhattan", "all", 10, None).contains("unknown similarity method \"manhattan\""));
-        assert!(err("cosine", "robots", 10, None).contains("unknown face source filter \"robots\""));
+        assert!(
+            err("manhattan", "all", 10, None).contains("unknown similarity method \"manhattan\"")
+        );
+        assert!(
+            err("cosine", "robots", 10, None).contains("unknown face source filter \"robots\"")
+        );
         assert!(err("cosine", "all", 0, None).contains("max_results 0 is out of range"));
         assert!(err("cosine", "all", 1001, None).contains("out of range"));
         assert!(err("cosine", "all", 5, Some(f64::NAN)).contains("max_distance"));
