@@ -214,10 +214,23 @@ impl Storage {
     /// Deletes an object (missing objects are not an error).
     pub fn delete(&self, key: &str) -> Result<()> {
         match &self.backend {
-            Backend::Local(root) => match std::fs::remove_file(Self::local_path(root, key)?) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.fail(key, e)),
-                _ => Ok(()),
-            },
+            Backend::Local(root) => {
+                let path = Self::local_path(root, key)?;
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.fail(key, e)),
+                    _ => {
+                        // Folders exist only to hold objects, as on S3: drop the ones left empty.
+                        let mut dir = path.parent();
+                        while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+                            if std::fs::remove_dir(d).is_err() {
+                                break;
+                            }
+                            dir = d.parent();
+                        }
+                        Ok(())
+                    }
+                }
+            }
             Backend::S3 {
                 client,
                 bucket,
