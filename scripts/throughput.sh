@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Scan throughput of `facematch run` (faces × histories per second) on one dataset, for several
-# batch sizes and worker counts. Usage: scripts/run-throughput.sh DATASET [BIN]
-# Needs psql and a DATABASE_URL (default: the local server of `facematch db start`).
+# batch sizes and worker counts. Usage: scripts/throughput.sh [DATASET] [BIN]
+# Without DATASET it uses (and the first time makes) a 1M-face, 128-d synthetic dataset in the
+# local server of `facematch db start`. Needs psql and bc.
 set -euo pipefail
-dataset=${1:?dataset name@vN}
+cd "$(dirname "$0")/.."
 bin=${2:-target/debug/facematch}
-url=${DATABASE_URL:-$(cat .local/pg/url)}
+url=${DATABASE_URL:-$("$bin" db start)}
+export DATABASE_URL=$url
+dataset=${1:-}
+if [ -z "$dataset" ]; then
+  if ! "$bin" dataset show throughput@v1 >/dev/null 2>&1; then
+    "$bin" dataset synth --name throughput --identities 100000 --per-identity 10 --dim 128 \
+      --shards 16 --seed 1 --first-id 100000000 --no-current
+  fi
+  dataset=throughput@v1
+fi
 read -r first count < <(psql -qtA -F' ' "$url" -c \
   "SELECT min(f.id), d.face_count FROM faces f JOIN datasets d ON f.first_dataset_id = d.id
     WHERE d.name || '@v' || d.version = '$dataset' GROUP BY d.face_count")
