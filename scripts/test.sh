@@ -3,7 +3,8 @@
 # however the tests end. Each integration test creates and drops its own database there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace --bins
+# Builds the tests and, with the same feature set, the facematch binary this script needs.
+cargo test --workspace --no-run
 export FACEMATCH_PG_DIR="$PWD/.local/pg-test"
 stop() { target/debug/facematch db stop || true; }
 trap stop EXIT
