@@ -23,10 +23,15 @@ fn synth(count: u64, dim: usize) -> Vec<FaceRecord> {
 }
 
 /// Writes `faces` as `t@v1` in a fresh folder with shards of `shard_rows`.
-fn write(faces: &[FaceRecord], dim: usize, shard_rows: usize) -> (tempfile::TempDir, Storage, Manifest) {
+fn write(
+    faces: &[FaceRecord],
+    dim: usize,
+    shard_rows: usize,
+) -> (tempfile::TempDir, Storage, Manifest) {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-    let mut writer = DatasetWriter::create(storage.clone(), "t", 1, dim, "test", shard_rows).unwrap();
+    let mut writer =
+        DatasetWriter::create(storage.clone(), "t", 1, dim, "test", shard_rows).unwrap();
     for f in faces {
         writer.push(f.clone()).unwrap();
     }
@@ -34,7 +39,10 @@ fn write(faces: &[FaceRecord], dim: usize, shard_rows: usize) -> (tempfile::Temp
     (dir, storage, manifest)
 }
 
-fn read_dataset(storage: &Storage, manifest: &Manifest) -> facematch_datasets::Result<Vec<FaceRecord>> {
+fn read_dataset(
+    storage: &Storage,
+    manifest: &Manifest,
+) -> facematch_datasets::Result<Vec<FaceRecord>> {
     let mut all = Vec::new();
     for shard in &manifest.shards {
         let data = storage.get(&shard.path)?;
@@ -64,7 +72,10 @@ fn parquet_round_trip_is_exact() {
 fn versions_are_immutable() {
     let faces = synth(10, 4);
     let (_dir, storage, _) = write(&faces, 4, 100);
-    let err = DatasetWriter::create(storage, "t", 1, 4, "test", 100).err().unwrap().to_string();
+    let err = DatasetWriter::create(storage, "t", 1, 4, "test", 100)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("already exists"), "{err}");
 }
 
@@ -74,7 +85,10 @@ fn first_shard_error(mutate: impl FnOnce(&Storage, &str)) -> String {
     let shard = manifest.shards[1].path.clone();
     mutate(&storage, &shard);
     let err = read_dataset(&storage, &manifest).unwrap_err().to_string();
-    assert!(err.contains(&shard), "error does not name the shard {shard}: {err}");
+    assert!(
+        err.contains(&shard),
+        "error does not name the shard {shard}: {err}"
+    );
     err
 }
 
@@ -109,7 +123,10 @@ fn wrong_dimension_in_a_shard_is_an_error() {
     let (_dir, storage, manifest) = write(&faces, 8, 100);
     let shard = &manifest.shards[0];
     let data = storage.get(&shard.path).unwrap();
-    let err = ShardReader::open("s0.parquet", data, shard, 16).err().unwrap().to_string();
+    let err = ShardReader::open("s0.parquet", data, shard, 16)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("s0.parquet") && err.contains("16"), "{err}");
 }
 
@@ -125,13 +142,19 @@ fn shard_with(encoding: Vec<f32>) -> String {
 #[test]
 fn nan_in_a_shard_names_shard_and_row() {
     let err = shard_with(vec![0.1, f32::NAN, 0.2, 0.3]);
-    assert!(err.contains("bad.parquet") && err.contains("17") && err.contains("finite"), "{err}");
+    assert!(
+        err.contains("bad.parquet") && err.contains("17") && err.contains("finite"),
+        "{err}"
+    );
 }
 
 #[test]
 fn zero_vector_in_a_shard_names_shard_and_row() {
     let err = shard_with(vec![0.0; 4]);
-    assert!(err.contains("bad.parquet") && err.contains("17") && err.contains("zero"), "{err}");
+    assert!(
+        err.contains("bad.parquet") && err.contains("17") && err.contains("zero"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,9 +162,17 @@ fn the_writer_refuses_bad_encodings() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let mut writer = DatasetWriter::create(storage, "t", 1, 3, "test", 10).unwrap();
-    let bad = [vec![1.0, 2.0], vec![f32::INFINITY, 0.0, 1.0], vec![0.0, 0.0, 0.0]];
+    let bad = [
+        vec![1.0, 2.0],
+        vec![f32::INFINITY, 0.0, 1.0],
+        vec![0.0, 0.0, 0.0],
+    ];
     for (i, encoding) in bad.into_iter().enumerate() {
-        let record = FaceRecord { face_id: i as i64, source: FaceSource::Actor, encoding };
+        let record = FaceRecord {
+            face_id: i as i64,
+            source: FaceSource::Actor,
+            encoding,
+        };
         let err = writer.push(record).unwrap_err().to_string();
         assert!(err.contains(&format!("face {i}")), "{err}");
     }
@@ -152,7 +183,9 @@ fn import_text(name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     let format = ImportFormat::from_path(&path).unwrap();
-    let err = import_file(&path, format, &ImportOptions::default()).unwrap_err().to_string();
+    let err = import_file(&path, format, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(name), "error does not name the file: {err}");
     err
 }
@@ -171,7 +204,10 @@ fn malformed_dat_lines_name_file_and_line() {
     ];
     for (line, what) in cases {
         let err = import_text("old.dat", &format!("{good}{line}\n"));
-        assert!(err.contains("old.dat:2") && err.contains(what), "{line:?} gave {err:?}");
+        assert!(
+            err.contains("old.dat:2") && err.contains(what),
+            "{line:?} gave {err:?}"
+        );
     }
 }
 
@@ -179,8 +215,14 @@ fn malformed_dat_lines_name_file_and_line() {
 fn malformed_csv_and_jsonl_name_file_and_line() {
     let err = import_text("faces.csv", "face_id,source,encoding\n1,A,1 2\n2,A,1 x\n");
     assert!(err.contains("faces.csv:3"), "{err}");
-    let err = import_text("faces.jsonl", "{\"face_id\":1,\"source\":\"A\",\"encoding\":[1,2]}\n{\"face_id\":2,\"source\":\"A\",\"encoding\":[0,0]}\n");
-    assert!(err.contains("faces.jsonl:2") && err.contains("zero"), "{err}");
+    let err = import_text(
+        "faces.jsonl",
+        "{\"face_id\":1,\"source\":\"A\",\"encoding\":[1,2]}\n{\"face_id\":2,\"source\":\"A\",\"encoding\":[0,0]}\n",
+    );
+    assert!(
+        err.contains("faces.jsonl:2") && err.contains("zero"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -189,8 +231,14 @@ fn import_reads_any_dimension_and_both_dat_variants() {
     let path = dir.path().join("dataset.dat");
     let mut text = String::new();
     for id in 1..=5 {
-        let values: Vec<String> = (0..150).map(|k| format!("{}", (id * 150 + k) as f32 / 1000.0)).collect();
-        let field = if id == 3 { "face_3.jpg".to_string() } else { "U".to_string() };
+        let values: Vec<String> = (0..150)
+            .map(|k| format!("{}", (id * 150 + k) as f32 / 1000.0))
+            .collect();
+        let field = if id == 3 {
+            "face_3.jpg".to_string()
+        } else {
+            "U".to_string()
+        };
         text.push_str(&format!("\"{id}\",\"{field}\",\"{}\"\n", values.join(" ")));
     }
     std::fs::write(&path, text).unwrap();

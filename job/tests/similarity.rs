@@ -9,56 +9,59 @@ use facematch_job::{JobSpec, Match, Method, Query, SourceFilter, run_job, valida
 use proptest::prelude::*;
 use std::sync::Arc;
 
-/// The reference: every face scored in f64 straight from the formulas, filtered, sorted by
-/// (score desc, id asc), cut at N.
+#[path = "../../tests/common/reference.rs"]
+mod reference;
+use reference::{RefFace, RefQuery};
+
+/// The reference's answer for a job-level face set and query.
 fn reference(faces: &[FaceRecord], q: &Query) -> Vec<(i64, f64)> {
-    let mut scored: Vec<(i64, f64)> = faces
+    let faces: Vec<RefFace> = faces
         .iter()
-        .filter(|f| match q.filter {
-            SourceFilter::All => true,
-            SourceFilter::Actor => f.source == FaceSource::Actor,
-            SourceFilter::User => f.source == FaceSource::User,
-        })
-        .filter(|f| q.exclude_face != Some(f.face_id))
-        .filter_map(|f| {
-            let x: Vec<f64> = f.encoding.iter().map(|v| *v as f64).collect();
-            let y: Vec<f64> = q.encoding.iter().map(|v| *v as f64).collect();
-            let dot: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
-            let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
-            let dist = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
-            if q.max_distance.is_some_and(|m| dist > m) {
-                return None;
-            }
-            let score = match q.method {
-                Method::Cosine => dot / (norm(&x) * norm(&y)),
-                Method::Euclidean => 1.0 / (1.0 + dist),
-            };
-            Some((f.face_id, score))
+        .map(|f| RefFace {
+            id: f.face_id,
+            source: f.source.code(),
+            encoding: f.encoding.clone(),
         })
         .collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    scored.truncate(q.max_results);
-    scored
+    let q = RefQuery {
+        method: match q.method {
+            Method::Cosine => "cosine",
+            Method::Euclidean => "euclidean",
+        },
+        filter: match q.filter {
+            SourceFilter::All => "all",
+            SourceFilter::Actor => "actor",
+            SourceFilter::User => "user",
+        },
+        max_results: q.max_results,
+        exclude: q.exclude_face,
+        max_distance: q.max_distance,
+        encoding: q.encoding.clone(),
+    };
+    reference::top_n(&faces, &q)
 }
 
 fn assert_matches(got: &[Match], want: &[(i64, f64)], what: &str) {
-    let got_ids: Vec<i64> = got.iter().map(|m| m.face_id).collect();
-    let want_ids: Vec<i64> = want.iter().map(|w| w.0).collect();
-    assert_eq!(got_ids, want_ids, "{what}: chosen faces or order differ");
-    for (m, (_, s)) in got.iter().zip(want) {
-        assert!((m.score - s).abs() <= 1e-9 * s.abs().max(1.0), "{what}: face {} scored {} vs {s}", m.face_id, m.score);
-    }
+    let got: Vec<(i64, f64)> = got.iter().map(|m| (m.face_id, m.score)).collect();
+    reference::assert_same(&got, want, what);
 }
 
 fn face(id: i64, source: FaceSource, encoding: Vec<f32>) -> FaceRecord {
-    FaceRecord { face_id: id, source, encoding }
+    FaceRecord {
+        face_id: id,
+        source,
+        encoding,
+    }
 }
 
 /// An encoding of `dim` values: random, on a coarse grid (ties), or scaled to an extreme norm.
 fn arb_encoding(dim: usize) -> impl Strategy<Value = Vec<f32>> {
     let random = prop::collection::vec(-1.0f32..1.0, dim);
     let grid = prop::collection::vec((-2i32..=2).prop_map(|v| v as f32 * 0.5), dim);
-    let extreme = (prop::collection::vec(-1.0f32..1.0, dim), prop::sample::select(vec![1e-25f32, 1e-3, 1e3, 1e25]))
+    let extreme = (
+        prop::collection::vec(-1.0f32..1.0, dim),
+        prop::sample::select(vec![1e-25f32, 1e-3, 1e3, 1e25]),
+    )
         .prop_map(|(v, s)| v.into_iter().map(|x| x * s).collect());
     prop_oneof![4 => random, 4 => grid, 1 => extreme].prop_map(|mut v: Vec<f32>| {
         if v.iter().all(|x| *x == 0.0) {
@@ -73,7 +76,17 @@ fn arb_faces(dim: usize) -> impl Strategy<Value = Vec<FaceRecord>> {
         rows.into_iter()
             .enumerate()
             // Ids deliberately not in storage order, so the tie rule is not the scan order.
-            .map(|(i, (enc, user))| face(((i as i64 * 7919) % 1009) + 1, if user { FaceSource::User } else { FaceSource::Actor }, enc))
+            .map(|(i, (enc, user))| {
+                face(
+                    ((i as i64 * 7919) % 1009) + 1,
+                    if user {
+                        FaceSource::User
+                    } else {
+                        FaceSource::Actor
+                    },
+                    enc,
+                )
+            })
             .collect()
     })
 }
@@ -82,20 +95,26 @@ fn arb_query(dim: usize, history_id: i64) -> impl Strategy<Value = Query> {
     (
         arb_encoding(dim),
         prop::sample::select(vec![Method::Cosine, Method::Euclidean]),
-        prop::sample::select(vec![SourceFilter::All, SourceFilter::Actor, SourceFilter::User]),
+        prop::sample::select(vec![
+            SourceFilter::All,
+            SourceFilter::Actor,
+            SourceFilter::User,
+        ]),
         1usize..25,
         prop::option::of(1i64..1010),
         prop::option::of(0.0f64..3.0),
     )
-        .prop_map(move |(encoding, method, filter, max_results, exclude_face, max_distance)| Query {
-            history_id,
-            encoding,
-            method,
-            filter,
-            max_results,
-            exclude_face,
-            max_distance,
-        })
+        .prop_map(
+            move |(encoding, method, filter, max_results, exclude_face, max_distance)| Query {
+                history_id,
+                encoding,
+                method,
+                filter,
+                max_results,
+                exclude_face,
+                max_distance,
+            },
+        )
 }
 
 fn arb_case() -> impl Strategy<Value = (usize, Vec<FaceRecord>, Vec<Query>, Vec<usize>)> {
@@ -104,7 +123,9 @@ fn arb_case() -> impl Strategy<Value = (usize, Vec<FaceRecord>, Vec<Query>, Vec<
             Just(dim),
             arb_faces(dim),
             prop::collection::vec(0i64..1, 1..6).prop_flat_map(move |v| {
-                (0..v.len() as i64).map(|h| arb_query(dim, h + 1)).collect::<Vec<_>>()
+                (0..v.len() as i64)
+                    .map(|h| arb_query(dim, h + 1))
+                    .collect::<Vec<_>>()
             }),
             prop::collection::vec(1usize..70, 1..5),
         )
@@ -112,7 +133,12 @@ fn arb_case() -> impl Strategy<Value = (usize, Vec<FaceRecord>, Vec<Query>, Vec<
 }
 
 /// Feeds `faces` to a scanner in batches of the given sizes (cycling).
-fn scan_in_batches(faces: &[FaceRecord], queries: &[Query], dim: usize, sizes: &[usize]) -> Vec<(i64, Vec<Match>)> {
+fn scan_in_batches(
+    faces: &[FaceRecord],
+    queries: &[Query],
+    dim: usize,
+    sizes: &[usize],
+) -> Vec<(i64, Vec<Match>)> {
     let mut scanner = Scanner::new(queries, dim);
     let mut rest = faces;
     let mut k = 0;
@@ -120,7 +146,10 @@ fn scan_in_batches(faces: &[FaceRecord], queries: &[Query], dim: usize, sizes: &
         let (batch, tail) = rest.split_at(sizes[k % sizes.len()].min(rest.len()));
         let ids: Vec<i64> = batch.iter().map(|f| f.face_id).collect();
         let sources: Vec<u8> = batch.iter().map(|f| f.source.byte()).collect();
-        let values: Vec<f32> = batch.iter().flat_map(|f| f.encoding.iter().copied()).collect();
+        let values: Vec<f32> = batch
+            .iter()
+            .flat_map(|f| f.encoding.iter().copied())
+            .collect();
         scanner.scan(&ids, &sources, &values);
         rest = tail;
         k += 1;
@@ -151,33 +180,59 @@ proptest! {
 }
 
 fn query(method: Method, encoding: Vec<f32>, n: usize) -> Query {
-    Query { history_id: 1, encoding, method, filter: SourceFilter::All, max_results: n, exclude_face: None, max_distance: None }
+    Query {
+        history_id: 1,
+        encoding,
+        method,
+        filter: SourceFilter::All,
+        max_results: n,
+        exclude_face: None,
+        max_distance: None,
+    }
 }
 
 fn run_kernel(faces: &[FaceRecord], q: &Query) -> Vec<Match> {
-    scan_in_batches(faces, std::slice::from_ref(q), q.encoding.len(), &[3]).remove(0).1
+    scan_in_batches(faces, std::slice::from_ref(q), q.encoding.len(), &[3])
+        .remove(0)
+        .1
 }
 
 #[test]
 fn ties_go_to_the_smaller_face_id_even_at_the_nth_place() {
     // Five identical encodings stored in descending id order; N = 3 cuts through the tie.
-    let faces: Vec<FaceRecord> = (0..5).map(|i| face(50 - i, FaceSource::Actor, vec![1.0, 2.0, 3.0])).chain([face(99, FaceSource::User, vec![3.0, 2.0, 1.0])]).collect();
+    let faces: Vec<FaceRecord> = (0..5)
+        .map(|i| face(50 - i, FaceSource::Actor, vec![1.0, 2.0, 3.0]))
+        .chain([face(99, FaceSource::User, vec![3.0, 2.0, 1.0])])
+        .collect();
     for method in [Method::Cosine, Method::Euclidean] {
         let got = run_kernel(&faces, &query(method, vec![1.0, 2.0, 3.0], 3));
-        assert_eq!(got.iter().map(|m| m.face_id).collect::<Vec<_>>(), vec![46, 47, 48], "{method}");
+        assert_eq!(
+            got.iter().map(|m| m.face_id).collect::<Vec<_>>(),
+            vec![46, 47, 48],
+            "{method}"
+        );
         assert!(got.iter().all(|m| m.score == got[0].score));
     }
 }
 
 #[test]
 fn scores_follow_the_spec_formulas() {
-    let faces = vec![face(1, FaceSource::Actor, vec![3.0, 4.0]), face(2, FaceSource::Actor, vec![-3.0, -4.0])];
+    let faces = vec![
+        face(1, FaceSource::Actor, vec![3.0, 4.0]),
+        face(2, FaceSource::Actor, vec![-3.0, -4.0]),
+    ];
     let cos = run_kernel(&faces, &query(Method::Cosine, vec![6.0, 8.0], 10));
     // cosine is not rescaled: the opposite vector scores −1
-    assert_eq!(cos.iter().map(|m| (m.face_id, m.score)).collect::<Vec<_>>(), vec![(1, 1.0), (2, -1.0)]);
+    assert_eq!(
+        cos.iter().map(|m| (m.face_id, m.score)).collect::<Vec<_>>(),
+        vec![(1, 1.0), (2, -1.0)]
+    );
     let euc = run_kernel(&faces, &query(Method::Euclidean, vec![6.0, 8.0], 10));
     // distances 5 and 15 → 1/6 and 1/16
-    assert_eq!(euc.iter().map(|m| (m.face_id, m.score)).collect::<Vec<_>>(), vec![(1, 1.0 / 6.0), (2, 1.0 / 16.0)]);
+    assert_eq!(
+        euc.iter().map(|m| (m.face_id, m.score)).collect::<Vec<_>>(),
+        vec![(1, 1.0 / 6.0), (2, 1.0 / 16.0)]
+    );
 }
 
 #[test]
@@ -188,7 +243,12 @@ fn filters_exclude_self_and_max_distance() {
         face(3, FaceSource::Actor, vec![0.5, 0.5]),
         face(4, FaceSource::User, vec![0.0, 1.0]),
     ];
-    let ids = |q: &Query| run_kernel(&faces, q).iter().map(|m| m.face_id).collect::<Vec<_>>();
+    let ids = |q: &Query| {
+        run_kernel(&faces, q)
+            .iter()
+            .map(|m| m.face_id)
+            .collect::<Vec<_>>()
+    };
     let mut q = query(Method::Cosine, vec![1.0, 0.0], 10);
     q.exclude_face = Some(1);
     assert_eq!(ids(&q), vec![2, 3, 4], "the query face is excluded");
@@ -213,32 +273,80 @@ fn n_bounds_and_bad_parameters_are_rejected() {
     assert!(validate_params("cosine", "all", 1, None).is_ok());
     assert!(validate_params("euclidean", "actor", 1000, Some(0.6)).is_ok());
     for (method, filter, n, distance, expected) in [
-        ("manhattan", "all", 10, None, "unknown similarity method \"manhattan\""),
+        (
+            "manhattan",
+            "all",
+            10,
+            None,
+            "unknown similarity method \"manhattan\"",
+        ),
         ("Cosine ", "all", 10, None, "unknown similarity method"),
-        ("cosine", "everyone", 10, None, "unknown face source filter \"everyone\""),
-        ("cosine", "all", 0, None, "max_results 0 is out of range (1..=1000)"),
-        ("cosine", "all", 1001, None, "max_results 1001 is out of range (1..=1000)"),
+        (
+            "cosine",
+            "everyone",
+            10,
+            None,
+            "unknown face source filter \"everyone\"",
+        ),
+        (
+            "cosine",
+            "all",
+            0,
+            None,
+            "max_results 0 is out of range (1..=1000)",
+        ),
+        (
+            "cosine",
+            "all",
+            1001,
+            None,
+            "max_results 1001 is out of range (1..=1000)",
+        ),
         ("cosine", "all", -5, None, "max_results -5"),
         ("cosine", "all", 10, Some(-1.0), "max_distance -1"),
         ("cosine", "all", 10, Some(f64::NAN), "max_distance NaN"),
     ] {
         let err = validate_params(method, filter, n, distance).unwrap_err();
-        assert!(err.contains(expected), "{method}/{filter}/{n}/{distance:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{method}/{filter}/{n}/{distance:?}: {err}"
+        );
     }
 }
 
 /// Writes `faces` as a dataset with several shards and returns the job spec for `queries`.
-fn dataset_spec(dir: &std::path::Path, faces: &[FaceRecord], dim: usize, shard_rows: usize, queries: Vec<Query>) -> JobSpec {
+fn dataset_spec(
+    dir: &std::path::Path,
+    faces: &[FaceRecord],
+    dim: usize,
+    shard_rows: usize,
+    queries: Vec<Query>,
+) -> JobSpec {
     let storage = Storage::open(dir.to_str().unwrap(), &Default::default()).unwrap();
-    let mut writer = DatasetWriter::create(storage.clone(), "t", 1, dim, "test", shard_rows).unwrap();
+    let mut writer =
+        DatasetWriter::create(storage.clone(), "t", 1, dim, "test", shard_rows).unwrap();
     for f in faces {
         writer.push(f.clone()).unwrap();
     }
-    JobSpec { root_uri: storage.root_uri().to_string(), s3: Default::default(), manifest: writer.finish().unwrap(), queries }
+    JobSpec {
+        root_uri: storage.root_uri().to_string(),
+        s3: Default::default(),
+        manifest: writer.finish().unwrap(),
+        queries,
+    }
 }
 
 fn clustered(count: u64, dim: usize) -> Vec<FaceRecord> {
-    facematch_datasets::synth::SynthSpec { identities: count / 10, per_identity: 10, dim, seed: 11, first_id: 1, spread: 0.5 }.faces().collect()
+    facematch_datasets::synth::SynthSpec {
+        identities: count / 10,
+        per_identity: 10,
+        dim,
+        seed: 11,
+        first_id: 1,
+        spread: 0.5,
+    }
+    .faces()
+    .collect()
 }
 
 #[test]
@@ -271,13 +379,19 @@ fn dataflow_equals_the_reference_for_any_worker_count() {
     let spec = Arc::new(dataset_spec(dir.path(), &faces, dim, 350, queries.clone()));
     assert_eq!(spec.manifest.shards.len(), 9);
     for workers in [1, 2, 4] {
-        let out = run_job(spec.clone(), timely::Config::process(workers)).unwrap().expect("worker 0 output");
+        let out = run_job(spec.clone(), timely::Config::process(workers))
+            .unwrap()
+            .expect("worker 0 output");
         assert_eq!(out.faces_scanned, 3000, "{workers} workers");
         assert_eq!(out.results.len(), queries.len());
         for q in &queries {
             let want = reference(&faces, q);
             assert!(!want.is_empty());
-            assert_matches(&out.results[&q.history_id], &want, &format!("history {} with {workers} workers", q.history_id));
+            assert_matches(
+                &out.results[&q.history_id],
+                &want,
+                &format!("history {} with {workers} workers", q.history_id),
+            );
         }
     }
 }
@@ -287,13 +401,21 @@ fn dataflow_fails_naming_a_missing_or_corrupt_shard() {
     let dim = 8;
     let faces = clustered(500, dim);
     let dir = tempfile::tempdir().unwrap();
-    let spec = dataset_spec(dir.path(), &faces, dim, 100, vec![query(Method::Cosine, faces[0].encoding.clone(), 5)]);
+    let spec = dataset_spec(
+        dir.path(),
+        &faces,
+        dim,
+        100,
+        vec![query(Method::Cosine, faces[0].encoding.clone(), 5)],
+    );
     let missing = spec.manifest.shards[2].path.clone();
     std::fs::remove_file(dir.path().join(&missing)).unwrap();
     let corrupt = spec.manifest.shards[4].path.clone();
     std::fs::write(dir.path().join(&corrupt), b"not parquet").unwrap();
     for workers in [1, 3] {
-        let err = run_job(Arc::new(spec.clone()), timely::Config::process(workers)).unwrap_err().to_string();
+        let err = run_job(Arc::new(spec.clone()), timely::Config::process(workers))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&missing), "{workers} workers: {err}");
         if workers == 3 {
             // With enough workers both shards are read by someone; each is named.

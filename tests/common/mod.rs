@@ -1,0 +1,235 @@
+//! Test harness of the end-to-end tests: a database of their own in the real PostgreSQL that
+//! `make test` starts, a real S3-protocol server (s3s-fs) served in-process over TCP, and the real
+//! `facematch` binary run as a child process against both.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod reference;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const ACCESS_KEY: &str = "facematch-test";
+const SECRET_KEY: &str = "facematch-test-secret";
+const REGION: &str = "us-east-1";
+/// The bucket every test environment gets.
+pub const BUCKET: &str = "faces";
+
+/// A database created for one test and dropped when it ends.
+pub struct TestDb {
+    admin_url: String,
+    name: String,
+    /// URL of the test's database.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh database in the server named by `FACEMATCH_TEST_DATABASE_URL`.
+    pub fn create() -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let admin_url = std::env::var("FACEMATCH_TEST_DATABASE_URL").expect(
+            "FACEMATCH_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a \
+             throwaway PostgreSQL, or point it at a server where databases may be created",
+        );
+        let name = format!(
+            "fmtest_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls)
+            .expect("connect to the test server");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the test database");
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("a URL ending in /database");
+        let url = format!("{base}/{name}");
+        TestDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// A new connection to the test's database.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// s3s-fs serving a temporary folder on 127.0.0.1, on its own runtime thread, for the test's life.
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    root: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl S3Server {
+    /// Starts the server with one bucket, [`BUCKET`].
+    pub fn start() -> S3Server {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder as ConnBuilder;
+        use s3s::auth::SimpleAuth;
+        use s3s::service::S3ServiceBuilder;
+
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(root.path().join(BUCKET)).expect("bucket folder");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            while let Ok((socket, _)) = listener.accept().await {
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        S3Server {
+            endpoint,
+            root,
+            runtime,
+        }
+    }
+
+    /// An aws-sdk-s3 client for this server (explicit region and static credentials).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Keys under `prefix` in [`BUCKET`], listed through the S3 API.
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        let client = self.client();
+        self.runtime.block_on(async {
+            let out = client
+                .list_objects_v2()
+                .bucket(BUCKET)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list objects");
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect()
+        })
+    }
+
+    /// Deletes one object through the S3 API.
+    pub fn delete(&self, key: &str) {
+        let client = self.client();
+        self.runtime.block_on(async {
+            client
+                .delete_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .expect("delete object");
+        });
+    }
+
+    /// The folder behind the bucket.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+/// One test's world: its database, the S3 server and a scratch folder.
+pub struct TestEnv {
+    pub db: TestDb,
+    pub s3: S3Server,
+    pub scratch: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// A fresh database (migrated through the CLI) and S3 server.
+    pub fn new() -> TestEnv {
+        let env = TestEnv {
+            db: TestDb::create(),
+            s3: S3Server::start(),
+            scratch: tempfile::tempdir().unwrap(),
+        };
+        env.ok(&["db", "migrate"]);
+        env
+    }
+
+    /// The `facematch` command with this environment: database, S3 endpoint and credentials, and
+    /// datasets written under `s3://faces/datasets`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facematch"));
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .env("DATABASE_URL", &self.db.url)
+            .env("FACEMATCH_DATASET_ROOT", format!("s3://{BUCKET}/datasets"))
+            .env("AWS_ENDPOINT_URL", &self.s3.endpoint)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("FACEMATCH_DATASET");
+        cmd
+    }
+
+    /// Runs `facematch ARGS` and returns its output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("start facematch")
+    }
+
+    /// Runs `facematch ARGS`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "facematch {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// A path in the scratch folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+}
