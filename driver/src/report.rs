@@ -36,24 +36,26 @@ pub fn history(h: &HistoryView) -> String {
     if !h.items.is_empty() {
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
-        table.set_header(vec![
-            "rank",
-            "face id",
-            "source",
-            "score",
-            "match %",
-            "who / image",
-        ]);
+        // Synthetic and imported faces have no name or image; the column appears when some do.
+        let labelled = h.items.iter().any(|i| i.label.is_some());
+        let mut header = vec!["rank", "face id", "source", "score", "match %"];
+        if labelled {
+            header.push("who / image");
+        }
+        table.set_header(header);
         for item in &h.items {
-            table.add_row(vec![
+            let mut row = vec![
                 Cell::new(item.rank).set_alignment(CellAlignment::Right),
                 Cell::new(item.face_id).set_alignment(CellAlignment::Right),
                 Cell::new(item.source.as_deref().unwrap_or("?")),
                 Cell::new(format!("{:.6}", item.score)).set_alignment(CellAlignment::Right),
                 // The old system showed score × 100 with two decimals.
                 Cell::new(format!("{:.2}", item.score * 100.0)).set_alignment(CellAlignment::Right),
-                Cell::new(item.label.as_deref().unwrap_or("")),
-            ]);
+            ];
+            if labelled {
+                row.push(Cell::new(item.label.as_deref().unwrap_or("")));
+            }
+            table.add_row(row);
         }
         out.push_str(&table.to_string());
         out.push('\n');
