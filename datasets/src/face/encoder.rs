@@ -1,0 +1,290 @@
+//! Face detection, landmarks and 128-d encodings with dlib, as Python face_recognition 1.3.0 does
+//! them: HOG (or CNN) detection on the image upsampled by dlib's own `pyramid_up`, landmarks on
+//! the original image, and the ResNet encoder on 150 px chips with 0.25 padding.
+//!
+//! dlib's models are `Send` but not `Sync`: one [`Encoder`] per thread.
+
+use crate::error::{DatasetError, Result};
+use crate::face::models::ModelPaths;
+use dlib_face_recognition::{
+    FaceDetector, FaceDetectorCnn, FaceDetectorTrait, FaceEncoderNetwork, FaceEncoderTrait,
+    ImageMatrix, LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
+};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// Which face detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Detector {
+    /// dlib's HOG frontal face detector (fast, the default).
+    Hog,
+    /// dlib's CNN (MMOD) detector (slower, finds more poses).
+    Cnn,
+}
+
+impl std::str::FromStr for Detector {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hog" => Ok(Detector::Hog),
+            "cnn" => Ok(Detector::Cnn),
+            other => Err(format!("unknown detector {other:?} (expected hog or cnn)")),
+        }
+    }
+}
+
+/// Which landmark model aligns faces before encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Landmarks {
+    /// 5 points (what face_recognition uses by default, `model="small"`).
+    Five,
+    /// 68 points (`model="large"`).
+    SixtyEight,
+}
+
+/// How to find and encode faces.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderOptions {
+    /// Detector.
+    pub detector: Detector,
+    /// How many times the image is upsampled (×2 each) before detection; finds smaller faces.
+    pub upsample: u32,
+    /// Landmark model.
+    pub landmarks: Landmarks,
+    /// Longest side an image is detected at; larger images are scaled down for detection and the
+    /// boxes mapped back (landmarks and encodings always use the full image).
+    pub max_detect_side: u32,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        // face_recognition's defaults: HOG, upsample once, 5-point landmarks. The size bound is
+        // above the 2333 px of its test photos, so results stay comparable with the reference.
+        EncoderOptions {
+            detector: Detector::Hog,
+            upsample: 1,
+            landmarks: Landmarks::Five,
+            max_detect_side: 2400,
+        }
+    }
+}
+
+/// A face box in image pixels, inclusive, as dlib reports it (it may reach past the image edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaceBox {
+    /// Left column.
+    pub left: i64,
+    /// Top row.
+    pub top: i64,
+    /// Right column.
+    pub right: i64,
+    /// Bottom row.
+    pub bottom: i64,
+}
+
+impl FaceBox {
+    /// `(top, right, bottom, left)` clipped to a `width`×`height` image, as face_recognition's
+    /// `face_locations` returns it.
+    pub fn css_clipped(&self, width: u32, height: u32) -> [i64; 4] {
+        [
+            self.top.max(0),
+            self.right.min(i64::from(width)),
+            self.bottom.min(i64::from(height)),
+            self.left.max(0),
+        ]
+    }
+
+    /// The box clipped to a `width`×`height` image.
+    pub fn clipped(&self, width: u32, height: u32) -> FaceBox {
+        let [top, right, bottom, left] = self.css_clipped(width, height);
+        FaceBox {
+            left,
+            top,
+            right,
+            bottom,
+        }
+    }
+
+    /// Area in pixels (for picking the largest face).
+    pub fn area(&self) -> i64 {
+        (self.right - self.left + 1).max(0) * (self.bottom - self.top + 1).max(0)
+    }
+
+    fn rectangle(&self) -> Rectangle {
+        Rectangle {
+            left: self.left as _,
+            top: self.top as _,
+            right: self.right as _,
+            bottom: self.bottom as _,
+        }
+    }
+}
+
+/// One face found in an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedFace {
+    /// Where it is.
+    pub bbox: FaceBox,
+    /// The 128-d encoding.
+    pub encoding: Vec<f32>,
+}
+
+enum DetectorModel {
+    Hog(FaceDetector),
+    Cnn(FaceDetectorCnn),
+}
+
+/// A loaded set of dlib models (one per thread).
+pub struct Encoder {
+    detector: DetectorModel,
+    landmarks: LandmarkPredictor,
+    network: FaceEncoderNetwork,
+    options: EncoderOptions,
+}
+
+impl Encoder {
+    /// Loads the models `options` need from `models`.
+    pub fn load(models: &ModelPaths, options: EncoderOptions) -> Result<Encoder> {
+        let load_error = |what: &str, e: String| DatasetError::Models(format!("{what}: {e}"));
+        let detector = match options.detector {
+            Detector::Hog => DetectorModel::Hog(FaceDetector::new()),
+            Detector::Cnn => DetectorModel::Cnn(
+                FaceDetectorCnn::open(models.cnn_detector()?)
+                    .map_err(|e| load_error("CNN detector", e))?,
+            ),
+        };
+        let landmark_file = match options.landmarks {
+            Landmarks::Five => models.landmarks_5()?,
+            Landmarks::SixtyEight => models.landmarks_68()?,
+        };
+        let landmarks = LandmarkPredictor::open(landmark_file)
+            .map_err(|e| load_error("landmark predictor", e))?;
+        let network = FaceEncoderNetwork::open(models.encoder()?)
+            .map_err(|e| load_error("encoder network", e))?;
+        Ok(Encoder {
+            detector,
+            landmarks,
+            network,
+            options,
+        })
+    }
+
+    /// The options the encoder was loaded with.
+    pub fn options(&self) -> EncoderOptions {
+        self.options
+    }
+
+    /// Finds the faces in `image`, top to bottom as dlib reports them.
+    pub fn detect(&self, image: &RgbImage) -> Vec<FaceBox> {
+        let (width, height) = image.dimensions();
+        let longest = width.max(height);
+        let bound = self.options.max_detect_side.max(1);
+        if longest <= bound {
+            return self.detect_at_full_size(&matrix(image), image.dimensions());
+        }
+        let scale = f64::from(bound) / f64::from(longest);
+        let small = image::imageops::resize(
+            image,
+            ((f64::from(width) * scale).round() as u32).max(1),
+            ((f64::from(height) * scale).round() as u32).max(1),
+            image::imageops::FilterType::Triangle,
+        );
+        let back = |v: i64| (v as f64 / scale).round() as i64;
+        self.detect_at_full_size(&matrix(&small), small.dimensions())
+            .into_iter()
+            .map(|b| FaceBox {
+                left: back(b.left),
+                top: back(b.top),
+                right: back(b.right),
+                bottom: back(b.bottom),
+            })
+            .collect()
+    }
+
+    /// Detection with face_recognition's upsampling: dlib's `pyramid_up` (bilinear) to the size
+    /// `pyramid_down<2>::rect_up` gives, then `rect_down` on every box.
+    fn detect_at_full_size(
+        &self,
+        image: &ImageMatrix,
+        (width, height): (u32, u32),
+    ) -> Vec<FaceBox> {
+        let (mut width, mut height) = (width as usize, height as usize);
+        let mut current = None::<ImageMatrix>;
+        for _ in 0..self.options.upsample {
+            // rect_up maps corner (x, y) to ((x + 1) * 2, y * 2) for integer corners (dlib
+            // truncates its (1.25, 0.75) offset to the corner's integer type).
+            let (up_w, up_h) = (2 * width + 1, (2 * height).saturating_sub(1).max(1));
+            current = Some(current.as_ref().unwrap_or(image).resize(up_w, up_h));
+            (width, height) = (up_w, up_h);
+        }
+        let target = current.as_ref().unwrap_or(image);
+        let found: Vec<Rectangle> = match &self.detector {
+            DetectorModel::Hog(d) => d.face_locations(target).to_vec(),
+            DetectorModel::Cnn(d) => d.face_locations(target).to_vec(),
+        };
+        found
+            .iter()
+            .map(|r| {
+                let (mut l, mut t, mut rr, mut b) =
+                    (r.left as f64, r.top as f64, r.right as f64, r.bottom as f64);
+                for _ in 0..self.options.upsample {
+                    // pyramid_down<2>::point_down: p / 2 − (1.25, 0.75)
+                    (l, t, rr, b) = (
+                        l / 2.0 - 1.25,
+                        t / 2.0 - 0.75,
+                        rr / 2.0 - 1.25,
+                        b / 2.0 - 0.75,
+                    );
+                }
+                // drectangle → rectangle rounds with floor(x + 0.5)
+                let round = |v: f64| (v + 0.5).floor() as i64;
+                FaceBox {
+                    left: round(l),
+                    top: round(t),
+                    right: round(rr),
+                    bottom: round(b),
+                }
+            })
+            .collect()
+    }
+
+    /// Encodes the faces at `boxes` in `image`. Boxes are clipped to the image first, as they are
+    /// when face_recognition's `face_locations` feed its `face_encodings`.
+    pub fn encode_at(&self, image: &RgbImage, boxes: &[FaceBox]) -> Vec<DetectedFace> {
+        if boxes.is_empty() {
+            return Vec::new();
+        }
+        let m = matrix(image);
+        let (width, height) = image.dimensions();
+        let shapes: Vec<_> = boxes
+            .iter()
+            .map(|b| {
+                self.landmarks
+                    .face_landmarks(&m, &b.clipped(width, height).rectangle())
+            })
+            .collect();
+        let encodings = self.network.get_face_encodings(&m, &shapes, 1);
+        boxes
+            .iter()
+            .zip(encodings.iter())
+            .map(|(bbox, e)| DetectedFace {
+                bbox: *bbox,
+                // The network computes in float; the f64 it hands back converts exactly.
+                encoding: e.as_ref().iter().map(|v| *v as f32).collect(),
+            })
+            .collect()
+    }
+
+    /// Detects and encodes every face in `image`.
+    pub fn encode(&self, image: &RgbImage) -> Vec<DetectedFace> {
+        let boxes = self.detect(image);
+        self.encode_at(image, &boxes)
+    }
+}
+
+/// Copies an RGB image into dlib's matrix type.
+fn matrix(image: &RgbImage) -> ImageMatrix {
+    let (width, height) = image.dimensions();
+    // SAFETY: an RgbImage holds exactly width × height × 3 bytes, which is what `new` reads.
+    unsafe { ImageMatrix::new(width as usize, height as usize, image.as_raw().as_ptr()) }
+}
