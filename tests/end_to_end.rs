@@ -630,3 +630,59 @@ fn a_bad_import_leaves_database_and_storage_as_they_were() {
         .collect();
     assert_eq!(ids, HashSet::from([1, 2]));
 }
+
+#[test]
+fn encode_prints_boxes_and_encodings_and_names_bad_images() {
+    let photos =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/photos/face_recognition");
+    let obama = photos.join("obama.jpg");
+    let biden = photos.join("biden.jpg");
+    let empty = std::env::temp_dir().join(format!("facematch-empty-{}.jpg", std::process::id()));
+    std::fs::write(&empty, b"").unwrap();
+    let models = std::env::var_os("FACEMATCH_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| photos.join("../../models"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
+        .env("FACEMATCH_MODELS", models)
+        .args(["--json", "encode"])
+        .args([&obama, &empty, &biden])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&empty).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a bad image makes the command fail"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is empty (zero bytes)") && stderr.contains("facematch-empty"),
+        "{stderr}"
+    );
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let faces = |i: usize| results[i]["faces"].as_array().unwrap().clone();
+    assert_eq!(faces(0).len(), 1);
+    assert_eq!(
+        faces(0)[0]["top_right_bottom_left"],
+        serde_json::json!([142, 617, 409, 349])
+    );
+    assert_eq!(faces(1).len(), 0, "the bad image is reported, not encoded");
+    assert_eq!(faces(2).len(), 1, "and the photos after it still are");
+    let encoding = |i: usize| -> Vec<f64> {
+        faces(i)[0]["encoding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (encoding(0), encoding(2));
+    assert_eq!(a.len(), 128);
+    let d = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(d > 0.6, "Obama and Biden are different people: {d}");
+}

@@ -107,6 +107,8 @@ enum Command {
         /// History id.
         id: i64,
     },
+    /// Find the faces in photos and print their boxes and 128-d encodings.
+    Encode(crate::encode::EncodeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +351,11 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("schema up to date ({applied} migration(s) applied)");
         }
         Command::Dataset(cmd) => dataset_command(g, cmd)?,
+        Command::Encode(args) => {
+            if !crate::encode::encode_command(&args, g.json)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Submit(query) => {
             let id = histories::submit(&mut g.client()?, &query.submission())?;
             if g.json {

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod db;
+pub mod encode;
 pub mod histories;
 pub mod localdb;
 pub mod registry;
