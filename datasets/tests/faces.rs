@@ -285,3 +285,29 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn the_cnn_detector_finds_the_same_face() {
+    let (path, bytes) = photo("obama2.jpg");
+    let image = decode_image(&path, &bytes, DecodeLimits::default()).unwrap();
+    let hog = Encoder::load(&models(), EncoderOptions::default())
+        .unwrap()
+        .encode(&image);
+    let options = EncoderOptions {
+        detector: facematch_datasets::face::Detector::Cnn,
+        upsample: 0,
+        ..Default::default()
+    };
+    let cnn = Encoder::load(&models(), options).unwrap().encode(&image);
+    assert_eq!((hog.len(), cnn.len()), (1, 1));
+    let iou = overlap(&hog[0].bbox, &cnn[0].bbox);
+    assert!(iou > 0.5, "HOG {:?} vs CNN {:?}", hog[0].bbox, cnn[0].bbox);
+    let d = hog[0]
+        .encoding
+        .iter()
+        .zip(&cnn[0].encoding)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(d < 0.6, "same face through either detector: {d}");
+}

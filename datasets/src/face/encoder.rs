@@ -131,7 +131,7 @@ pub struct DetectedFace {
 
 enum DetectorModel {
     Hog(FaceDetector),
-    Cnn(FaceDetectorCnn),
+    Cnn(Box<FaceDetectorCnn>),
 }
 
 /// A loaded set of dlib models (one per thread).
@@ -148,10 +148,10 @@ impl Encoder {
         let load_error = |what: &str, e: String| DatasetError::Models(format!("{what}: {e}"));
         let detector = match options.detector {
             Detector::Hog => DetectorModel::Hog(FaceDetector::new()),
-            Detector::Cnn => DetectorModel::Cnn(
+            Detector::Cnn => DetectorModel::Cnn(Box::new(
                 FaceDetectorCnn::open(models.cnn_detector()?)
                     .map_err(|e| load_error("CNN detector", e))?,
-            ),
+            )),
         };
         let landmark_file = match options.landmarks {
             Landmarks::Five => models.landmarks_5()?,
