@@ -686,3 +686,61 @@ fn encode_prints_boxes_and_encodings_and_names_bad_images() {
         .sqrt();
     assert!(d > 0.6, "Obama and Biden are different people: {d}");
 }
+
+#[test]
+fn known_face_ids_must_keep_their_encoding_across_versions() {
+    let env = TestEnv::new();
+    import_dataset(&env);
+    let csv = env.path("faces.csv");
+    // The same faces again, as a new dataset: allowed, nothing duplicated.
+    env.ok(&[
+        "dataset",
+        "import",
+        csv.to_str().unwrap(),
+        "--name",
+        "again",
+        "--shard-rows",
+        "500",
+    ]);
+    let mut db = env.db.client();
+    let count =
+        |db: &mut postgres::Client, sql: &str| -> i64 { db.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(count(&mut db, "SELECT count(*) FROM faces"), 1500);
+    assert_eq!(count(&mut db, "SELECT count(*) FROM datasets"), 2);
+    // One face changed: refused, naming it; no version, no files, no faces added.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let changed = text.replacen("\n1007,A,", "\n1007,A,0.5 ", 1);
+    let changed: String = changed
+        .lines()
+        .map(|l| {
+            if l.starts_with("1007,") {
+                l.rsplit_once(' ').unwrap().0.to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = env.path("changed.csv");
+    std::fs::write(
+        &path,
+        format!("{changed}\n5000,U,{}\n", vec!["0.25"; DIM].join(" ")),
+    )
+    .unwrap();
+    let out = env.run(&[
+        "dataset",
+        "import",
+        path.to_str().unwrap(),
+        "--name",
+        "changed",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1007") && stderr.contains("different"),
+        "{stderr}"
+    );
+    assert_eq!(count(&mut db, "SELECT count(*) FROM datasets"), 2);
+    assert_eq!(count(&mut db, "SELECT count(*) FROM faces"), 1500);
+    assert!(env.s3.list("datasets/changed/").is_empty());
+}
