@@ -423,3 +423,18 @@ fn dataflow_fails_naming_a_missing_or_corrupt_shard() {
         }
     }
 }
+
+#[test]
+fn negative_and_positive_zero_scores_tie() {
+    // Cosine 0 comes out as +0.0 for one face and −0.0 for the other; they tie, so id order decides.
+    let faces = vec![
+        face(857, FaceSource::Actor, vec![0.0, 0.5]),
+        face(704, FaceSource::Actor, vec![0.0, -0.5]),
+    ];
+    let got = run_kernel(&faces, &query(Method::Cosine, vec![-0.5, 0.0], 2));
+    assert_eq!(
+        got.iter().map(|m| m.face_id).collect::<Vec<_>>(),
+        vec![704, 857]
+    );
+    assert!(got.iter().all(|m| m.score == 0.0));
+}

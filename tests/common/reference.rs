@@ -56,7 +56,12 @@ pub fn top_n(faces: &[RefFace], q: &RefQuery) -> Vec<(i64, f64)> {
             Some((f.id, score))
         })
         .collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Numeric comparison, not total_cmp: −0.0 and +0.0 are the same score, so a tie.
+    scored.sort_by(|a, b| {
+        b.1.partial_cmp(&a.1)
+            .expect("scores are never NaN")
+            .then(a.0.cmp(&b.0))
+    });
     scored.truncate(q.max_results);
     scored
 }
