@@ -39,10 +39,11 @@ fn reference() -> serde_json::Value {
     serde_json::from_str(text).unwrap()
 }
 
-fn distance(a: &[f32], b: &[f64]) -> f64 {
+/// Euclidean distance in f64 between an encoding and another (f32 or f64) vector.
+fn distance<T: Into<f64> + Copy>(a: &[f32], b: &[T]) -> f64 {
     a.iter()
         .zip(b)
-        .map(|(x, y)| (*x as f64 - y).powi(2))
+        .map(|(x, y)| (f64::from(*x) - (*y).into()).powi(2))
         .sum::<f64>()
         .sqrt()
 }
@@ -151,12 +152,7 @@ fn boxes_and_encodings_match_python_face_recognition() {
             if a >= b {
                 continue;
             }
-            let d = ea
-                .iter()
-                .zip(eb)
-                .map(|(x, y)| ((x - y) as f64).powi(2))
-                .sum::<f64>()
-                .sqrt();
+            let d = distance(ea, eb);
             let same = a.contains("biden") == b.contains("biden");
             if same {
                 assert!(d < 0.6, "{a} vs {b}: same person at {d}");
@@ -260,13 +256,7 @@ fn large_images_are_scaled_down_for_detection_and_boxes_map_back() {
         iou > 0.7,
         "box at full size {a:?}, detected at 600 px {b:?}: IoU {iou}"
     );
-    let d = full[0]
-        .encoding
-        .iter()
-        .zip(&small[0].encoding)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let d = distance(&full[0].encoding, &small[0].encoding);
     assert!(d < 0.3, "same face, same person: {d}");
 }
 
@@ -302,12 +292,6 @@ fn the_cnn_detector_finds_the_same_face() {
     assert_eq!((hog.len(), cnn.len()), (1, 1));
     let iou = overlap(&hog[0].bbox, &cnn[0].bbox);
     assert!(iou > 0.5, "HOG {:?} vs CNN {:?}", hog[0].bbox, cnn[0].bbox);
-    let d = hog[0]
-        .encoding
-        .iter()
-        .zip(&cnn[0].encoding)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let d = distance(&hog[0].encoding, &cnn[0].encoding);
     assert!(d < 0.6, "same face through either detector: {d}");
 }

@@ -86,9 +86,7 @@ pub fn decode_image(name: &str, bytes: &[u8], limits: DecodeLimits) -> Result<Rg
         return RgbImage::from_raw(image.width as u32, image.height as u32, image.pixels)
             .ok_or_else(|| fail("decoded to an unexpected size".into()));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut image_limits = image::Limits::default();
     image_limits.max_image_width = Some(limits.max_width);
     image_limits.max_image_height = Some(limits.max_height);

@@ -176,11 +176,19 @@ impl Encoder {
 
     /// Finds the faces in `image`, top to bottom as dlib reports them.
     pub fn detect(&self, image: &RgbImage) -> Vec<FaceBox> {
+        self.detect_in(image, None)
+    }
+
+    /// [`Encoder::detect`], reusing `full` (the image already copied into dlib) when given.
+    fn detect_in(&self, image: &RgbImage, full: Option<&ImageMatrix>) -> Vec<FaceBox> {
         let (width, height) = image.dimensions();
         let longest = width.max(height);
         let bound = self.options.max_detect_side.max(1);
         if longest <= bound {
-            return self.detect_at_full_size(&matrix(image), image.dimensions());
+            return match full {
+                Some(m) => self.detect_at_full_size(m, image.dimensions()),
+                None => self.detect_at_full_size(&matrix(image), image.dimensions()),
+            };
         }
         let scale = f64::from(bound) / f64::from(longest);
         let small = image::imageops::resize(
@@ -254,16 +262,24 @@ impl Encoder {
         if boxes.is_empty() {
             return Vec::new();
         }
-        let m = matrix(image);
-        let (width, height) = image.dimensions();
+        self.encode_in(&matrix(image), image.dimensions(), boxes)
+    }
+
+    /// Landmarks and encodings of `boxes` in `m`, a `width`×`height` image.
+    fn encode_in(
+        &self,
+        m: &ImageMatrix,
+        (width, height): (u32, u32),
+        boxes: &[FaceBox],
+    ) -> Vec<DetectedFace> {
         let shapes: Vec<_> = boxes
             .iter()
             .map(|b| {
                 self.landmarks
-                    .face_landmarks(&m, &b.clipped(width, height).rectangle())
+                    .face_landmarks(m, &b.clipped(width, height).rectangle())
             })
             .collect();
-        let encodings = self.network.get_face_encodings(&m, &shapes, 1);
+        let encodings = self.network.get_face_encodings(m, &shapes, 1);
         boxes
             .iter()
             .zip(encodings.iter())
@@ -277,8 +293,13 @@ impl Encoder {
 
     /// Detects and encodes every face in `image`.
     pub fn encode(&self, image: &RgbImage) -> Vec<DetectedFace> {
-        let boxes = self.detect(image);
-        self.encode_at(image, &boxes)
+        // One copy into dlib serves detection (at full size) and encoding.
+        let full = matrix(image);
+        let boxes = self.detect_in(image, Some(&full));
+        if boxes.is_empty() {
+            return Vec::new();
+        }
+        self.encode_in(&full, image.dimensions(), &boxes)
     }
 }
 
