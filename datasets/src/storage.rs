@@ -93,6 +93,8 @@ impl Storage {
                 .map_err(|e| DatasetError::Invalid(format!("current directory: {e}")))?
                 .join(path)
         };
+        // `a/../b` and symlinks resolved, so the same folder always has the same URI.
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
         Ok(Storage {
             root_uri: format!("file://{}", path.display()),
             backend: Backend::Local(path),
@@ -246,6 +248,72 @@ impl Storage {
                 Ok(())
             }),
         }
+    }
+}
+
+impl Storage {
+    /// Every key under `prefix` (relative to the root, `""` for all), sorted. Local folders are
+    /// walked recursively, skipping hidden entries; S3 is listed page by page.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = match &self.backend {
+            Backend::Local(root) => {
+                let start = Self::local_path(root, prefix.trim_end_matches('/'))?;
+                let mut keys = Vec::new();
+                let mut stack = vec![start];
+                while let Some(dir) = stack.pop() {
+                    let entries = match std::fs::read_dir(&dir) {
+                        Ok(entries) => entries,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(self.fail(&dir.display().to_string(), e)),
+                    };
+                    for entry in entries {
+                        let entry = entry.map_err(|e| self.fail(prefix, e))?;
+                        let path = entry.path();
+                        if entry.file_name().to_string_lossy().starts_with('.') {
+                            continue;
+                        }
+                        let kind = entry.file_type().map_err(|e| self.fail(prefix, e))?;
+                        if kind.is_dir() {
+                            stack.push(path);
+                        } else if let Ok(relative) = path.strip_prefix(root) {
+                            keys.push(relative.to_string_lossy().into_owned());
+                        }
+                    }
+                }
+                keys
+            }
+            Backend::S3 {
+                client,
+                bucket,
+                prefix: root_prefix,
+            } => runtime().block_on(async {
+                let full = Self::s3_key(root_prefix, prefix);
+                let mut keys = Vec::new();
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(full)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| self.fail(prefix, describe_sdk_error(&e)))?;
+                    for object in page.contents() {
+                        let Some(key) = object.key() else { continue };
+                        let relative = if root_prefix.is_empty() {
+                            key
+                        } else {
+                            key.strip_prefix(root_prefix.as_str())
+                                .map(|k| k.trim_start_matches('/'))
+                                .unwrap_or(key)
+                        };
+                        keys.push(relative.to_string());
+                    }
+                }
+                Ok::<_, DatasetError>(keys)
+            })?,
+        };
+        keys.sort();
+        Ok(keys)
     }
 }
 

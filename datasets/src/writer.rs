@@ -80,6 +80,20 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Adds a shard written elsewhere (by a build worker) under this version's folder.
+    pub fn add_shard(&mut self, info: ShardInfo) -> Result<()> {
+        let folder = format!("{}/v{}/", self.name, self.version);
+        if !info.path.starts_with(&folder) {
+            return Err(DatasetError::Invalid(format!(
+                "shard {} is not in {folder}",
+                info.path
+            )));
+        }
+        self.count += info.rows;
+        self.shards.push(info);
+        Ok(())
+    }
+
     /// The encoding dimension.
     pub fn dim(&self) -> usize {
         self.dim

@@ -8,6 +8,9 @@ use facematch_datasets::face::{
 };
 use std::path::PathBuf;
 
+#[path = "../../tests/common/bad_images.rs"]
+mod bad_images;
+
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -202,19 +205,7 @@ fn bad_images_are_clear_errors() {
     }
 
     // A valid PNG header claiming 50000×50000 (a decompression bomb): refused before decoding.
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend(50_000u32.to_be_bytes());
-    ihdr.extend(50_000u32.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    png.extend(13u32.to_be_bytes());
-    png.extend(&ihdr);
-    png.extend(crc32(&ihdr).to_be_bytes());
-    for chunk in [&b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01"[..], b"IEND"] {
-        png.extend((chunk.len() as u32 - 4).to_be_bytes());
-        png.extend(chunk);
-        png.extend(crc32(chunk).to_be_bytes());
-    }
+    let png = bad_images::png_bomb();
     let err = decode_error(&png);
     assert!(
         err.contains("50000×50000") && err.contains("limit"),
@@ -224,9 +215,13 @@ fn bad_images_are_clear_errors() {
 
 #[test]
 fn a_photo_without_a_face_has_no_faces() {
-    let image = image::RgbImage::from_fn(400, 300, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
-    });
+    let image = decode_image(
+        "gradient.bmp",
+        &bad_images::faceless_bmp(400, 300),
+        DecodeLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(image.dimensions(), (400, 300));
     let encoder = Encoder::load(&models(), EncoderOptions::default()).unwrap();
     assert!(encoder.encode(&image).is_empty());
 }
@@ -258,22 +253,6 @@ fn large_images_are_scaled_down_for_detection_and_boxes_map_back() {
     );
     let d = distance(&full[0].encoding, &small[0].encoding);
     assert!(d < 0.3, "same face, same person: {d}");
-}
-
-/// CRC-32 (PNG chunks), so the bomb header is well-formed and only its size is wrong.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

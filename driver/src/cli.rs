@@ -1,5 +1,8 @@
 //! The `facematch` command line: clap definitions and what each verb does.
 
+use crate::build::{BuildRequest, build_dataset};
+use crate::encode::FaceArgs;
+use crate::faces::{AddRequest, Owner, add_faces};
 use crate::histories::{self, ClaimScope, Submission};
 use crate::localdb::LocalPostgres;
 use crate::registry::{self, NewDataset, NewFace};
@@ -55,6 +58,14 @@ struct Global {
     /// Use path-style S3 addressing even without a custom endpoint.
     #[arg(long, global = true)]
     s3_path_style: bool,
+    /// Where `faces add` keeps photos: a folder, file:///path or s3://bucket/prefix.
+    #[arg(
+        long,
+        env = "FACEMATCH_IMAGE_STORE",
+        global = true,
+        default_value = ".local/images"
+    )]
+    image_store: String,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -109,6 +120,55 @@ enum Command {
     },
     /// Find the faces in photos and print their boxes and 128-d encodings.
     Encode(crate::encode::EncodeArgs),
+    /// Faces from photos, registered in the database.
+    #[command(subcommand)]
+    Faces(FacesCommand),
+    /// Counts of faces and photos per source, and the mean encoding of a dataset.
+    Stats {
+        /// `name` or `name@vN` (default: the current dataset).
+        #[arg(long, env = "FACEMATCH_DATASET")]
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FacesCommand {
+    /// Detect and encode the faces of photos and register one face per detected face.
+    Add(FacesAddArgs),
+}
+
+#[derive(Debug, Args)]
+struct FacesAddArgs {
+    /// Photos: paths or s3://bucket/key (JPEG, PNG, GIF, BMP).
+    #[arg(required = true)]
+    images: Vec<String>,
+    #[command(flatten)]
+    owner: OwnerArgs,
+    /// Keep only the largest face of each photo.
+    #[arg(long)]
+    largest: bool,
+    #[command(flatten)]
+    face: FaceArgs,
+}
+
+#[derive(Debug, Args)]
+struct OwnerArgs {
+    /// The faces are this user's (source U; the user is created if new).
+    #[arg(long, conflicts_with = "actor")]
+    user: Option<String>,
+    /// The faces are this actor's (source A; the actor is created if new).
+    #[arg(long)]
+    actor: Option<String>,
+}
+
+impl OwnerArgs {
+    fn owner(&self) -> Owner {
+        match (&self.user, &self.actor) {
+            (Some(user), _) => Owner::User(user.clone()),
+            (None, Some(actor)) => Owner::Actor(actor.clone()),
+            (None, None) => Owner::Anonymous,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +194,8 @@ enum DbCommand {
 
 #[derive(Debug, Subcommand)]
 enum DatasetCommand {
+    /// Build a new version from photos (a folder or s3://bucket/prefix), encoding them in parallel.
+    Build(BuildArgs),
     /// Generate a synthetic clustered dataset (K identities × M faces, unit vectors, seeded).
     Synth(SynthArgs),
     /// Import faces from dataset.dat, CSV, JSONL or .npy as a new dataset version.
@@ -160,6 +222,29 @@ struct WriteArgs {
     /// Do not make the new version the default for runs.
     #[arg(long)]
     no_current: bool,
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    write: WriteArgs,
+    /// The photos: a folder, file:///path or s3://bucket/prefix (searched recursively).
+    #[arg(long)]
+    images: String,
+    /// Each photo's actor is the folder it is in (`Name/photo.jpg`).
+    #[arg(long)]
+    actors_from_dirs: bool,
+    /// Source of the faces: A (actor) or U (user).
+    #[arg(long, default_value = "A")]
+    source: String,
+    /// Timely worker threads (each loads its own models).
+    #[arg(long, short, default_value_t = default_workers())]
+    workers: usize,
+    /// Exit with an error when any photo failed (the build still completes).
+    #[arg(long)]
+    strict: bool,
+    #[command(flatten)]
+    face: FaceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -223,10 +308,18 @@ struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("query_face").required(true).args(["face", "image"])))]
 struct QueryArgs {
     /// The query face id.
     #[arg(long)]
-    face: i64,
+    face: Option<i64>,
+    /// A photo (path or s3://bucket/key): its largest face is added (or found, if known) and queried.
+    #[arg(long)]
+    image: Option<String>,
+    #[command(flatten)]
+    owner: OwnerArgs,
+    #[command(flatten)]
+    photo: FaceArgs,
     /// cosine or euclidean.
     #[arg(long, default_value = "cosine")]
     method: String,
@@ -289,9 +382,47 @@ impl RunArgs {
 }
 
 impl QueryArgs {
-    fn submission(&self) -> Submission {
+    /// The query face: `--face`, or the largest face of `--image` (added if new).
+    fn face_id(
+        &self,
+        g: &Global,
+        client: &mut postgres::Client,
+        dataset: Option<&str>,
+    ) -> Result<i64> {
+        if let Some(face) = self.face {
+            return Ok(face);
+        }
+        // A known photo's face is taken from the dataset the search runs on, when it is there.
+        let dataset = dataset.map(str::parse::<DatasetRef>).transpose()?;
+        let target = registry::resolve(client, dataset.as_ref())
+            .ok()
+            .map(|row| row.name);
+        let image = self.image.clone().unwrap_or_default();
+        let images = [image];
+        let request = AddRequest {
+            images: &images,
+            owner: self.owner.owner(),
+            largest: true,
+            image_store: &g.image_store,
+            s3: &g.s3(),
+            prefer_dataset: target.as_deref(),
+        };
+        let added = add_faces(client, &request, || self.photo.encoder())?;
+        let face = added
+            .first()
+            .ok_or_else(|| anyhow!("image {}: no face", images[0]))?;
+        eprintln!(
+            "query face {} ({}) from {}",
+            face.face_id,
+            if face.known { "already known" } else { "added" },
+            images[0]
+        );
+        Ok(face.face_id)
+    }
+
+    fn submission(&self, face_id: i64) -> Submission {
         Submission {
-            face_id: self.face,
+            face_id,
             method: self.method.clone(),
             filter: self.filter.clone(),
             max_results: self.max_results,
@@ -350,14 +481,16 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let applied = db::migrate(&mut db::connect(&g.database_url()?)?)?;
             println!("schema up to date ({applied} migration(s) applied)");
         }
-        Command::Dataset(cmd) => dataset_command(g, cmd)?,
+        Command::Dataset(cmd) => return dataset_command(g, cmd),
         Command::Encode(args) => {
             if !crate::encode::encode_command(&args, g.json)? {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Submit(query) => {
-            let id = histories::submit(&mut g.client()?, &query.submission())?;
+            let mut client = g.client()?;
+            let face = query.face_id(g, &mut client, None)?;
+            let id = histories::submit(&mut client, &query.submission(face))?;
             if g.json {
                 print_json(&serde_json::json!({ "history_id": id }))?;
             } else {
@@ -386,7 +519,9 @@ fn execute(cli: Cli) -> Result<ExitCode> {
         }
         Command::Search { query, run } => {
             let url = g.database_url()?;
-            let id = histories::submit(&mut db::connect_migrated(&url)?, &query.submission())?;
+            let mut client = db::connect_migrated(&url)?;
+            let face = query.face_id(g, &mut client, run.dataset.as_deref())?;
+            let id = histories::submit(&mut client, &query.submission(face))?;
             let runner = run
                 .runner
                 .parse::<RunnerKind>()
@@ -408,6 +543,36 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_HISTORY_ERROR));
             }
         }
+        Command::Faces(FacesCommand::Add(args)) => {
+            let request = AddRequest {
+                images: &args.images,
+                owner: args.owner.owner(),
+                largest: args.largest,
+                image_store: &g.image_store,
+                s3: &g.s3(),
+                prefer_dataset: None,
+            };
+            let added = add_faces(&mut g.client()?, &request, || args.face.encoder())?;
+            if g.json {
+                print_json(&added)?;
+            } else {
+                print!("{}", report::added_faces(&added));
+            }
+        }
+        Command::Stats { dataset } => {
+            let dataset = dataset
+                .as_deref()
+                .map(str::parse::<DatasetRef>)
+                .transpose()?;
+            let mut client = g.client()?;
+            let row = registry::resolve(&mut client, dataset.as_ref())?;
+            let stats = crate::stats::collect(&mut client, &row, &g.s3())?;
+            if g.json {
+                print_json(&stats)?;
+            } else {
+                print!("{}", crate::stats::render(&stats));
+            }
+        }
         Command::Show { id } => {
             let view = histories::load(&mut g.client()?, id)?;
             if g.json {
@@ -420,8 +585,36 @@ fn execute(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
+fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<ExitCode> {
     match cmd {
+        DatasetCommand::Build(args) => {
+            if args.workers == 0 {
+                bail!("--workers must be at least 1");
+            }
+            let request = BuildRequest {
+                photos_uri: args.images.clone(),
+                actors_from_dirs: args.actors_from_dirs,
+                source: args.source.parse::<FaceSource>()?,
+                encoder: args.face.options()?,
+                models: args.face.model_paths(),
+                name: args.write.name.clone(),
+                dataset_root: g.dataset_root.clone(),
+                shard_rows: args.write.shard_rows,
+                make_current: !args.write.no_current,
+                workers: args.workers,
+                s3: g.s3(),
+                progress: !g.json,
+            };
+            let report = build_dataset(&g.database_url()?, &request)?;
+            if g.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", report::build(&report));
+            }
+            if args.strict && !report.failures.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         DatasetCommand::Synth(args) => {
             let spec = SynthSpec {
                 identities: args.identities,
@@ -552,7 +745,7 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dataset_json(d: &registry::DatasetRow) -> serde_json::Value {

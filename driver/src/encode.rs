@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use facematch_datasets::face::{
     DecodeLimits, DetectedFace, Detector, Encoder, EncoderOptions, Landmarks, ModelPaths,
-    decode_image,
+    encode_photo,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -31,9 +31,9 @@ pub struct FaceArgs {
 }
 
 impl FaceArgs {
-    /// Loads an encoder with these settings.
-    pub fn encoder(&self) -> Result<Encoder> {
-        let options = EncoderOptions {
+    /// The detection and encoding settings these flags ask for.
+    pub fn options(&self) -> Result<EncoderOptions> {
+        Ok(EncoderOptions {
             detector: self
                 .detector
                 .parse::<Detector>()
@@ -45,11 +45,17 @@ impl FaceArgs {
                 Landmarks::Five
             },
             max_detect_side: self.max_detect_side,
-        };
-        Ok(Encoder::load(
-            &ModelPaths::locate(self.models.as_deref()),
-            options,
-        )?)
+        })
+    }
+
+    /// Where the model files are.
+    pub fn model_paths(&self) -> ModelPaths {
+        ModelPaths::locate(self.models.as_deref())
+    }
+
+    /// Loads an encoder with these settings.
+    pub fn encoder(&self) -> Result<Encoder> {
+        Ok(Encoder::load(&self.model_paths(), self.options()?)?)
     }
 }
 
@@ -75,6 +81,7 @@ struct FaceOut {
 #[derive(Debug, Serialize)]
 struct ImageOut {
     image: String,
+    sha256: String,
     width: u32,
     height: u32,
     faces: Vec<FaceOut>,
@@ -92,26 +99,33 @@ pub fn encode_command(args: &EncodeArgs, json: bool) -> Result<bool> {
         let name = path.display().to_string();
         let result = std::fs::read(path)
             .with_context(|| format!("image {name}: cannot read"))
-            .and_then(|bytes| Ok(decode_image(&name, &bytes, DecodeLimits::default())?));
+            .and_then(|bytes| {
+                Ok(encode_photo(
+                    &encoder,
+                    &name,
+                    &bytes,
+                    DecodeLimits::default(),
+                )?)
+            });
         let out = match result {
-            Ok(image) => {
-                let faces = encoder.encode(&image);
-                ImageOut {
-                    image: name,
-                    width: image.width(),
-                    height: image.height(),
-                    faces: faces
-                        .iter()
-                        .map(|f| face_out(f, image.width(), image.height()))
-                        .collect(),
-                    error: None,
-                }
-            }
+            Ok(photo) => ImageOut {
+                image: name,
+                sha256: photo.sha256.clone(),
+                width: photo.width,
+                height: photo.height,
+                faces: photo
+                    .faces
+                    .iter()
+                    .map(|f| face_out(f, photo.width, photo.height))
+                    .collect(),
+                error: None,
+            },
             Err(e) => {
                 all_ok = false;
                 eprintln!("error: {e:#}");
                 ImageOut {
                     image: name,
+                    sha256: String::new(),
                     width: 0,
                     height: 0,
                     faces: Vec::new(),

@@ -333,7 +333,7 @@ pub fn load(client: &mut Client, id: i64) -> Result<HistoryView> {
     let items = client
         .query(
             "SELECT i.rank, i.face_id, f.source, i.similarity_score,
-                    coalesce(a.name, u.username, f.image_uri)
+                    nullif(concat_ws(' · ', coalesce(a.name, u.username), f.image_uri), '')
                FROM history_items i
                LEFT JOIN faces f ON f.id = i.face_id
                LEFT JOIN actors a ON a.id = f.actor_id

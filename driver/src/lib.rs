@@ -1,12 +1,15 @@
 //! The facematch driver: the CLI, the Postgres schema and history state machine, dataset
 //! registration, the runners, and reports. The `facematch` binary is [`cli::main`].
 
+pub mod build;
 pub mod cli;
 pub mod db;
 pub mod encode;
+pub mod faces;
 pub mod histories;
 pub mod localdb;
 pub mod registry;
 pub mod report;
 pub mod run;
 pub mod runner;
+pub mod stats;

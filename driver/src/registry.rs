@@ -378,7 +378,12 @@ fn check_conflicts(tx: &mut postgres::Transaction<'_>, min_id: i64, max_id: i64)
 }
 
 /// Best-effort removal of a version that could not be registered (it was never visible).
-fn delete_version_files(storage: &Storage, name: &str, version: u32, manifest: Option<&Manifest>) {
+pub fn delete_version_files(
+    storage: &Storage,
+    name: &str,
+    version: u32,
+    manifest: Option<&Manifest>,
+) {
     let prefix = format!("{name}/v{version}/");
     let _ = storage.delete(&Manifest::key(name, version));
     let mut index = 0;
@@ -405,4 +410,184 @@ pub fn face_encoding(
         )
         .context("reading a face")?
         .map(|r| (r.get(0), r.get(1))))
+}
+
+/// Registers a version whose manifest is already written (a photo build); returns its row.
+pub fn register_version(
+    tx: &mut postgres::Transaction<'_>,
+    storage: &Storage,
+    manifest: &Manifest,
+    make_current: bool,
+) -> Result<DatasetRow> {
+    let dataset_id: i64 = tx
+        .query_one(
+            "INSERT INTO datasets (name, version, root_uri, manifest_uri, dim, face_count, shard_count,
+                                   embedder, manifest_sha256)
+             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, '') RETURNING id",
+            &[
+                &manifest.name,
+                &(manifest.version as i32),
+                &storage.root_uri(),
+                &storage.uri_of(&Manifest::key(&manifest.name, manifest.version)),
+                &(manifest.dim as i32),
+                &manifest.embedder,
+            ],
+        )?
+        .get(0);
+    complete_dataset_row(tx, dataset_id, make_current, manifest)
+}
+
+/// Reserves `count` consecutive ids for new photo faces and returns the first. Ids continue after
+/// every id in use (imported ids included) and never below 120000, the old system's first user
+/// face. The lock is held until the transaction ends, so concurrent allocations queue.
+pub fn allocate_face_ids(tx: &mut impl GenericClient, count: i64) -> Result<i64> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('facematch.face_ids'))",
+        &[],
+    )?;
+    let first: i64 = tx
+        .query_one(
+            "SELECT greatest(
+                 coalesce((SELECT max(id) FROM faces), 0) + 1,
+                 (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM faces_user_id_seq))",
+            &[],
+        )?
+        .get(0);
+    if count > 0 {
+        tx.execute(
+            "SELECT setval('faces_user_id_seq', $1)",
+            &[&(first + count - 1)],
+        )?;
+    }
+    Ok(first)
+}
+
+/// The id of the actor called `name`, created if new.
+pub fn actor_id(tx: &mut impl GenericClient, name: &str) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO actors (name) VALUES ($1)
+             ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
+            &[&name],
+        )?
+        .get(0))
+}
+
+/// The id of the user called `name`, created if new.
+pub fn user_id(tx: &mut impl GenericClient, name: &str) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO users (username) VALUES ($1)
+             ON CONFLICT (username) DO UPDATE SET username = excluded.username RETURNING id",
+            &[&name],
+        )?
+        .get(0))
+}
+
+/// A face found in a photo, as registered in `faces`.
+#[derive(Debug, Clone)]
+pub struct PhotoFace {
+    /// Face id.
+    pub id: i64,
+    /// Actor or user.
+    pub source: facematch_datasets::FaceSource,
+    /// Its actor, if any.
+    pub actor_id: Option<i64>,
+    /// Its user, if any.
+    pub user_id: Option<i64>,
+    /// The photo.
+    pub image_uri: String,
+    /// sha256 of the photo.
+    pub image_sha256: String,
+    /// `[x0, y0, x1, y1]`, clipped to the photo.
+    pub bbox: [i32; 4],
+    /// The encoding.
+    pub encoding: Vec<f32>,
+}
+
+/// Copies photo faces into `faces` (their ids must be new).
+pub fn insert_photo_faces(
+    tx: &mut postgres::Transaction<'_>,
+    faces: &[PhotoFace],
+    dataset_id: Option<i64>,
+) -> Result<()> {
+    let sink = tx.copy_in(
+        "COPY faces (id, source, actor_id, user_id, image_uri, image_sha256, bbox, encoding, dim, first_dataset_id)
+         FROM STDIN BINARY",
+    )?;
+    let mut copy = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4_ARRAY,
+            Type::FLOAT4_ARRAY,
+            Type::INT4,
+            Type::INT8,
+        ],
+    );
+    for face in faces {
+        let bbox = face.bbox.to_vec();
+        copy.write(&[
+            &face.id,
+            &face.source.to_string(),
+            &face.actor_id,
+            &face.user_id,
+            &face.image_uri,
+            &face.image_sha256,
+            &bbox,
+            &face.encoding,
+            &(face.encoding.len() as i32),
+            &dataset_id,
+        ])?;
+    }
+    copy.finish()?;
+    Ok(())
+}
+
+/// A photo to remember in `images`.
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Where it is.
+    pub uri: String,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Faces found in it.
+    pub face_count: usize,
+}
+
+/// Records photos as known to `dataset_name` (already known ones are left as they are).
+pub fn insert_images(
+    tx: &mut impl GenericClient,
+    dataset_name: &str,
+    images: &[ImageRow],
+    dataset_id: Option<i64>,
+) -> Result<()> {
+    let statement = tx.prepare(
+        "INSERT INTO images (dataset_name, sha256, uri, width, height, face_count, dataset_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )?;
+    for image in images {
+        tx.execute(
+            &statement,
+            &[
+                &dataset_name,
+                &image.sha256,
+                &image.uri,
+                &(image.width as i32),
+                &(image.height as i32),
+                &(image.face_count as i32),
+                &dataset_id,
+            ],
+        )?;
+    }
+    Ok(())
 }

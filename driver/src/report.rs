@@ -1,5 +1,7 @@
-//! What people read: history result tables, run summaries, dataset listings.
+//! What people read: history result tables, run summaries, dataset listings, build reports.
 
+use crate::build::BuildReport;
+use crate::faces::AddedFace;
 use crate::histories::HistoryView;
 use crate::registry::DatasetRow;
 use crate::run::RunSummary;
@@ -53,7 +55,7 @@ pub fn history(h: &HistoryView) -> String {
                 Cell::new(format!("{:.2}", item.score * 100.0)).set_alignment(CellAlignment::Right),
             ];
             if labelled {
-                row.push(Cell::new(item.label.as_deref().unwrap_or("")));
+                row.push(Cell::new(short_uri(item.label.as_deref().unwrap_or(""))));
             }
             table.add_row(row);
         }
@@ -123,4 +125,64 @@ pub fn datasets(rows: &[DatasetRow]) -> String {
         ]);
     }
     format!("{table}\n")
+}
+
+/// A `file://` URI under the current directory, shortened to the relative path.
+fn short_uri(text: &str) -> String {
+    match std::env::current_dir() {
+        Ok(cwd) => text.replace(&format!("file://{}/", cwd.display()), ""),
+        Err(_) => text.to_string(),
+    }
+}
+
+/// Faces added by `faces add`.
+pub fn added_faces(faces: &[AddedFace]) -> String {
+    let mut out = String::new();
+    for f in faces {
+        let bbox = f
+            .bbox
+            .as_ref()
+            .map(|b| format!(" box {b:?}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "face {} ({}){bbox} from {}{}\n",
+            f.face_id,
+            f.source,
+            f.image,
+            if f.known {
+                " — photo already known, not encoded again".to_string()
+            } else {
+                format!(" — stored at {}", short_uri(&f.image_uri))
+            }
+        ));
+    }
+    out
+}
+
+/// What a dataset build did, with every photo that failed.
+pub fn build(r: &BuildReport) -> String {
+    let mut out = format!(
+        "build {}: {} photo(s): {} encoded ({} faces), {} already known, {} duplicate(s), {} failed — {:.1} s ({:.1} s encoding on {} worker(s))\n",
+        r.build_id,
+        r.photos,
+        r.encoded,
+        r.faces,
+        r.known,
+        r.duplicates,
+        r.failures.len(),
+        r.total_secs,
+        r.dataflow_secs,
+        r.workers
+    );
+    match &r.dataset {
+        Some(label) => out.push_str(&format!("new version {label}\n")),
+        None => out.push_str("no new faces: no new version\n"),
+    }
+    if !r.failures.is_empty() {
+        out.push_str("failed photos:\n");
+        for f in &r.failures {
+            out.push_str(&format!("  [{}] {}\n", f.stage, short_uri(&f.message)));
+        }
+    }
+    out
 }

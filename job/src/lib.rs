@@ -3,9 +3,11 @@
 //! One pass over a dataset version answers every claimed history at once: each timely worker
 //! streams its own shards, scores every face against every query with the [`kernel`], keeps a
 //! local top-N per history, and the [`dataflow`] exchanges those candidates by history id and
-//! merges them into the final top-N.
+//! merges them into the final top-N. The [`build`] dataflow turns photos into a new dataset
+//! version the same way: photos spread over workers, faces encoded, shards written in parallel.
 
 pub mod assign;
+pub mod build;
 pub mod dataflow;
 pub mod kernel;
 pub mod query;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod bad_images;
 pub mod reference;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -168,10 +169,42 @@ impl S3Server {
         });
     }
 
+    /// Writes one object through the S3 API.
+    pub fn put(&self, key: &str, data: Vec<u8>) {
+        let client = self.client();
+        self.runtime.block_on(async {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(data.into())
+                .send()
+                .await
+                .expect("put object");
+        });
+    }
+
     /// The folder behind the bucket.
     pub fn root(&self) -> &Path {
         self.root.path()
     }
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// dlib's models, as `make setup` fetches them.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("FACEMATCH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".local/models"))
+}
+
+/// The face_recognition 1.3.0 test photos, as `make setup` fetches them.
+pub fn test_photos() -> PathBuf {
+    workspace().join(".local/photos/face_recognition")
 }
 
 /// One test's world: its database, the S3 server and a scratch folder.
@@ -206,6 +239,8 @@ impl TestEnv {
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", REGION)
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("FACEMATCH_MODELS", models_dir())
+            .env("FACEMATCH_IMAGE_STORE", self.path("image-store"))
             .env_remove("AWS_PROFILE")
             .env_remove("FACEMATCH_DATASET");
         cmd

@@ -43,7 +43,7 @@ pub enum Landmarks {
 }
 
 /// How to find and encode faces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncoderOptions {
     /// Detector.
     pub detector: Detector,
@@ -301,6 +301,19 @@ impl Encoder {
         }
         self.encode_in(&full, image.dimensions(), &boxes)
     }
+}
+
+unsafe extern "C" {
+    /// OpenBLAS's own setter (dlib-face-recognition links OpenBLAS with its `openblas` feature).
+    fn openblas_set_num_threads(threads: std::ffi::c_int);
+}
+
+/// Makes dlib's matrix products run on the calling thread only. OpenBLAS spreads each product over
+/// every core by default, which is right for one photo at a time and wrong when several encoders
+/// run side by side (a build's workers): they then fight over the same cores.
+pub fn use_one_blas_thread() {
+    // SAFETY: a plain setter of OpenBLAS's global thread count, callable at any time.
+    unsafe { openblas_set_num_threads(1) }
 }
 
 /// Copies an RGB image into dlib's matrix type.

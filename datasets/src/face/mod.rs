@@ -1,10 +1,15 @@
 //! From photos to face encodings (SPEC section 5): decoding images safely ([`decode`]), finding
-//! dlib's model files ([`models`]), and detecting, aligning and encoding faces ([`encoder`]).
+//! dlib's model files ([`models`]), and detecting, aligning and encoding faces ([`encoder`]), and
+//! a whole photo from bytes to faces ([`photo`]).
 
 pub mod decode;
 pub mod encoder;
 pub mod models;
+pub mod photo;
 
 pub use decode::{DecodeLimits, decode_image};
-pub use encoder::{DetectedFace, Detector, Encoder, EncoderOptions, FaceBox, Landmarks};
+pub use encoder::{
+    DetectedFace, Detector, Encoder, EncoderOptions, FaceBox, Landmarks, use_one_blas_thread,
+};
 pub use models::ModelPaths;
+pub use photo::{EncodedPhoto, encode_photo};
