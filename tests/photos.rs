@@ -281,20 +281,10 @@ fn a_local_folder_builds_the_same_faces_on_1_and_2_workers_and_a_rebuild_encodes
     let root = env.path("datasets");
     let root = root.to_str().unwrap();
 
-    let one = build(
-        &env,
-        folder.to_str().unwrap(),
-        "one",
-        "1",
-        &["--dataset-root", root],
-    );
-    let two = build(
-        &env,
-        folder.to_str().unwrap(),
-        "two",
-        "2",
-        &["--dataset-root", root],
-    );
+    // Two faces per shard: the 2-worker build writes its three shards from both workers.
+    let small_shards = ["--dataset-root", root, "--shard-rows", "2"];
+    let one = build(&env, folder.to_str().unwrap(), "one", "1", &small_shards);
+    let two = build(&env, folder.to_str().unwrap(), "two", "2", &small_shards);
     check_first_build(&env, &one, &folder_uri);
     check_first_build(&env, &two, &folder_uri);
     assert_eq!(
@@ -347,7 +337,17 @@ fn a_local_folder_builds_the_same_faces_on_1_and_2_workers_and_a_rebuild_encodes
             assert_eq!(f.sha256, facematch_datasets::shard::sha256_hex(&bytes));
         }
     }
-    // The shards hold exactly what the database holds.
+    // The shards hold exactly what the database holds, in the same layout whatever the workers.
+    for name in ["one@v1", "two@v1"] {
+        let shown = json(&env, &["dataset", "show", name]);
+        let rows: Vec<i64> = shown["manifest"]["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["rows"].as_i64().unwrap())
+            .collect();
+        assert_eq!(rows, [2, 2, 1], "{name}");
+    }
     for (name, faces) in [("one@v1", &faces_one), ("two@v1", &faces_two)] {
         let in_shards = exported(&env, name);
         let in_db: BTreeMap<i64, Vec<f32>> =
@@ -374,13 +374,7 @@ fn a_local_folder_builds_the_same_faces_on_1_and_2_workers_and_a_rebuild_encodes
 
     // A second build of the same folder encodes nothing and makes no version; the photos that
     // could not be decoded are tried (and recorded) again, the faceless one is known.
-    let again = build(
-        &env,
-        folder.to_str().unwrap(),
-        "one",
-        "2",
-        &["--dataset-root", root],
-    );
+    let again = build(&env, folder.to_str().unwrap(), "one", "2", &small_shards);
     assert_eq!(again["encoded"], 0, "{again}");
     assert_eq!(again["faces"], 0, "{again}");
     assert_eq!(
@@ -402,13 +396,7 @@ fn a_local_folder_builds_the_same_faces_on_1_and_2_workers_and_a_rebuild_encodes
     let mut new_photo = std::fs::read(test_photos().join("obama3.jpg")).unwrap();
     new_photo.extend(b"trailing bytes make it a different file");
     std::fs::write(folder.join("obama/obama3_again.jpg"), new_photo).unwrap();
-    let third = build(
-        &env,
-        folder.to_str().unwrap(),
-        "one",
-        "2",
-        &["--dataset-root", root],
-    );
+    let third = build(&env, folder.to_str().unwrap(), "one", "2", &small_shards);
     assert_eq!(
         (third["encoded"].as_i64(), third["faces"].as_i64()),
         (Some(1), Some(1)),
@@ -490,6 +478,32 @@ fn an_s3_prefix_builds_the_same_faces_as_a_local_folder() {
         "{objects:?}"
     );
     assert_eq!(exported(&env, "from_s3@v1").len(), 5);
+
+    // A photo on S3 added as a user face, kept in an image store on S3.
+    let mut upload = files[1].1.clone();
+    upload.extend(b"uploaded");
+    env.s3.put("uploads/me.jpg", upload.clone());
+    let added = json(
+        &env,
+        &[
+            "--image-store",
+            "s3://faces/store",
+            "faces",
+            "add",
+            "--user",
+            "carol",
+            "s3://faces/uploads/me.jpg",
+        ],
+    );
+    assert_eq!(
+        (added[0]["known"].as_bool(), added[0]["source"].as_str()),
+        (Some(false), Some("U")),
+        "{added}"
+    );
+    let sha = facematch_datasets::shard::sha256_hex(&upload);
+    let stored = format!("store/{}/{sha}.jpg", &sha[..2]);
+    assert_eq!(env.s3.list("store/"), std::slice::from_ref(&stored));
+    assert_eq!(added[0]["image_uri"], format!("s3://faces/{stored}"));
 }
 
 #[test]

@@ -369,7 +369,7 @@ impl RunArgs {
             bail!("--workers must be at least 1");
         }
         Ok(RunOptions {
-            dataset: self.dataset.as_deref().map(str::parse).transpose()?,
+            dataset: parse_dataset(self.dataset.as_deref())?,
             scope: ClaimScope {
                 limit: self.limit,
                 ..scope
@@ -393,7 +393,7 @@ impl QueryArgs {
             return Ok(face);
         }
         // A known photo's face is taken from the dataset the search runs on, when it is there.
-        let dataset = dataset.map(str::parse::<DatasetRef>).transpose()?;
+        let dataset = parse_dataset(dataset)?;
         let target = registry::resolve(client, dataset.as_ref())
             .ok()
             .map(|row| row.name);
@@ -431,6 +431,11 @@ impl QueryArgs {
             user_id: None,
         }
     }
+}
+
+/// `name` or `name@vN`, when given.
+fn parse_dataset(dataset: Option<&str>) -> Result<Option<DatasetRef>> {
+    Ok(dataset.map(str::parse::<DatasetRef>).transpose()?)
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -560,10 +565,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Stats { dataset } => {
-            let dataset = dataset
-                .as_deref()
-                .map(str::parse::<DatasetRef>)
-                .transpose()?;
+            let dataset = parse_dataset(dataset.as_deref())?;
             let mut client = g.client()?;
             let row = registry::resolve(&mut client, dataset.as_ref())?;
             let stats = crate::stats::collect(&mut client, &row, &g.s3())?;
@@ -680,11 +682,7 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<ExitCode> {
         }
         DatasetCommand::Export(args) => {
             let format: ExportFormat = args.format.parse()?;
-            let dataset = args
-                .dataset
-                .as_deref()
-                .map(str::parse::<DatasetRef>)
-                .transpose()?;
+            let dataset = parse_dataset(args.dataset.as_deref())?;
             let row = registry::resolve(&mut g.client()?, dataset.as_ref())?;
             let (storage, manifest) = row.load_manifest(&g.s3())?;
             let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
@@ -724,10 +722,7 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<ExitCode> {
             }
         }
         DatasetCommand::Show { dataset } => {
-            let dataset = dataset
-                .as_deref()
-                .map(str::parse::<DatasetRef>)
-                .transpose()?;
+            let dataset = parse_dataset(dataset.as_deref())?;
             let row = registry::resolve(&mut g.client()?, dataset.as_ref())?;
             let (_, manifest) = row.load_manifest(&g.s3())?;
             if g.json {

@@ -196,21 +196,14 @@ pub fn create_dataset(
     let written = (|| -> Result<(i64, Manifest)> {
         // The row exists from the start so the faces can reference it; its figures are filled
         // in once the manifest is written, and nobody sees it before the commit.
-        let dataset_id: i64 = tx
-            .query_one(
-                "INSERT INTO datasets (name, version, root_uri, manifest_uri, dim, face_count, shard_count,
-                                       embedder, manifest_sha256)
-                 VALUES ($1, $2, $3, $4, $5, 0, 0, $6, '') RETURNING id",
-                &[
-                    &new.name,
-                    &(version as i32),
-                    &new.storage.root_uri(),
-                    &new.storage.uri_of(&Manifest::key(new.name, version)),
-                    &(new.dim as i32),
-                    &new.embedder,
-                ],
-            )?
-            .get(0);
+        let dataset_id = insert_dataset_row(
+            &mut tx,
+            new.storage,
+            new.name,
+            version,
+            new.dim,
+            new.embedder,
+        )?;
         let table = match target {
             FaceTarget::Faces => "faces",
             FaceTarget::Staging => {
@@ -295,6 +288,32 @@ pub fn create_dataset(
             Err(e)
         }
     }
+}
+
+/// Inserts a version's row with its figures still zero (filled in by [`complete_dataset_row`]).
+fn insert_dataset_row(
+    tx: &mut impl GenericClient,
+    storage: &Storage,
+    name: &str,
+    version: u32,
+    dim: usize,
+    embedder: &str,
+) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO datasets (name, version, root_uri, manifest_uri, dim, face_count, shard_count,
+                                   embedder, manifest_sha256)
+             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, '') RETURNING id",
+            &[
+                &name,
+                &(version as i32),
+                &storage.root_uri(),
+                &storage.uri_of(&Manifest::key(name, version)),
+                &(dim as i32),
+                &embedder,
+            ],
+        )?
+        .get(0))
 }
 
 /// Whether any face id in `min..=max` is already registered (answered by the primary-key index).
@@ -419,21 +438,14 @@ pub fn register_version(
     manifest: &Manifest,
     make_current: bool,
 ) -> Result<DatasetRow> {
-    let dataset_id: i64 = tx
-        .query_one(
-            "INSERT INTO datasets (name, version, root_uri, manifest_uri, dim, face_count, shard_count,
-                                   embedder, manifest_sha256)
-             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, '') RETURNING id",
-            &[
-                &manifest.name,
-                &(manifest.version as i32),
-                &storage.root_uri(),
-                &storage.uri_of(&Manifest::key(&manifest.name, manifest.version)),
-                &(manifest.dim as i32),
-                &manifest.embedder,
-            ],
-        )?
-        .get(0);
+    let dataset_id = insert_dataset_row(
+        tx,
+        storage,
+        &manifest.name,
+        manifest.version,
+        manifest.dim,
+        &manifest.embedder,
+    )?;
     complete_dataset_row(tx, dataset_id, make_current, manifest)
 }
 
@@ -464,21 +476,22 @@ pub fn allocate_face_ids(tx: &mut impl GenericClient, count: i64) -> Result<i64>
 
 /// The id of the actor called `name`, created if new.
 pub fn actor_id(tx: &mut impl GenericClient, name: &str) -> Result<i64> {
-    Ok(tx
-        .query_one(
-            "INSERT INTO actors (name) VALUES ($1)
-             ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
-            &[&name],
-        )?
-        .get(0))
+    named_id(tx, "actors", "name", name)
 }
 
 /// The id of the user called `name`, created if new.
 pub fn user_id(tx: &mut impl GenericClient, name: &str) -> Result<i64> {
+    named_id(tx, "users", "username", name)
+}
+
+/// The id of the row of `table` whose unique `column` is `name`, inserting it if new.
+fn named_id(tx: &mut impl GenericClient, table: &str, column: &str, name: &str) -> Result<i64> {
     Ok(tx
         .query_one(
-            "INSERT INTO users (username) VALUES ($1)
-             ON CONFLICT (username) DO UPDATE SET username = excluded.username RETURNING id",
+            &format!(
+                "INSERT INTO {table} ({column}) VALUES ($1)
+                 ON CONFLICT ({column}) DO UPDATE SET {column} = excluded.{column} RETURNING id"
+            ),
             &[&name],
         )?
         .get(0))

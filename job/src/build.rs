@@ -530,3 +530,117 @@ fn write_shard(
         .map_err(|e| e.to_string())?;
     Ok(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facematch_datasets::face::{DetectedFace, FaceBox};
+
+    fn spec(photos: usize) -> BuildSpec {
+        BuildSpec {
+            photos_root: "/photos".into(),
+            photos: (0..photos)
+                .map(|i| PhotoTask {
+                    key: format!("{i}.jpg"),
+                    source: FaceSource::Actor,
+                })
+                .collect(),
+            known_sha256: Vec::new(),
+            s3: S3Options::default(),
+            models_dir: PathBuf::from("/models"),
+            encoder: EncoderOptions::default(),
+            output_root: "/out".into(),
+            name: "faces".into(),
+            version: 3,
+            first_face_id: 1000,
+            shard_rows: 2,
+            first_shard: 4,
+        }
+    }
+
+    fn encoded(sha: &str, faces: usize) -> PhotoOutcome {
+        let face = |k: usize| DetectedFace {
+            bbox: FaceBox {
+                left: k as i64,
+                top: 0,
+                right: 10,
+                bottom: 10,
+            },
+            encoding: vec![k as f32 + 1.0; 4],
+        };
+        PhotoOutcome::Encoded(EncodedPhoto {
+            sha256: sha.into(),
+            width: 20,
+            height: 20,
+            faces: (0..faces).map(face).collect(),
+        })
+    }
+
+    /// Photo 0 has 2 faces, 1 failed, 2 repeats 0, 3 has 3 faces.
+    fn outcomes() -> Vec<(usize, PhotoOutcome)> {
+        vec![
+            (0, encoded("a", 2)),
+            (
+                1,
+                PhotoOutcome::Failed {
+                    sha256: Some("b".into()),
+                    stage: FailureStage::Decode,
+                    message: "bad".into(),
+                },
+            ),
+            (2, encoded("a", 2)),
+            (3, encoded("c", 3)),
+        ]
+    }
+
+    fn summaries() -> Vec<(usize, Option<String>, usize)> {
+        outcomes()
+            .into_iter()
+            .map(|(i, o)| (i, o.sha256().map(str::to_string), o.face_count()))
+            .collect()
+    }
+
+    /// (shard, face id) of every face and (photo, first id, duplicate-of) of every photo.
+    type Layout = (Vec<(usize, i64)>, Vec<(usize, i64, Option<usize>)>);
+
+    fn layout(items: Vec<BuildItem>) -> Layout {
+        let (mut faces, mut photos) = (Vec::new(), Vec::new());
+        for item in items {
+            match item {
+                BuildItem::Face(shard, record) => faces.push((shard, record.face_id)),
+                BuildItem::Photo(p) => photos.push((
+                    p.index,
+                    p.first_face_id,
+                    match p.outcome {
+                        PhotoOutcome::Duplicate { of, .. } => Some(of),
+                        _ => None,
+                    },
+                )),
+                BuildItem::Shard(..) => {}
+            }
+        }
+        faces.sort();
+        photos.sort();
+        (faces, photos)
+    }
+
+    #[test]
+    fn the_layout_is_the_same_however_photos_are_spread_over_workers() {
+        let spec = spec(4);
+        let all = layout(place(&spec, summaries(), outcomes().into_iter()));
+        assert_eq!(
+            all.0,
+            [(0, 1000), (0, 1001), (1, 1002), (1, 1003), (2, 1004)],
+            "faces numbered in photo order, two per shard; the duplicate adds none"
+        );
+        assert_eq!(all.1[2].2, Some(0), "photo 2 repeats photo 0");
+        for split in [vec![0, 2], vec![1, 3], vec![3], vec![0, 1, 2]] {
+            let (mine, theirs): (Vec<_>, Vec<_>) =
+                outcomes().into_iter().partition(|(i, _)| split.contains(i));
+            let mut items = place(&spec, summaries(), mine.into_iter());
+            items.extend(place(&spec, summaries(), theirs.into_iter()));
+            assert_eq!(layout(items), all, "split {split:?}");
+        }
+        assert_eq!(spec.shard_key(1), "faces/v3/shard-00005.parquet");
+    }
+}
