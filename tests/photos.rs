@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::bad_images::{faceless_bmp, png_bomb};
+use common::bad_images::{bmp, faceless_bmp, png_bomb};
 use common::{TestEnv, test_photos, workspace};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -661,9 +661,41 @@ fn faces_add_search_by_photo_and_stats() {
         "only alice's photo is stored: {store_files:?}"
     );
 
+    // A photo with two faces (Obama and Biden side by side): both, or the largest with --largest.
+    let pair = env.path("pair.bmp");
+    std::fs::write(&pair, side_by_side("obama.jpg", "biden.jpg")).unwrap();
+    let both = json(
+        &env,
+        &["faces", "add", "--actor", "pair", pair.to_str().unwrap()],
+    );
+    let boxes: Vec<Vec<i64>> = both
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::from_value(f["bbox"].clone()).unwrap())
+        .collect();
+    assert_eq!(boxes.len(), 2, "{both}");
+    let area = |b: &Vec<i64>| (b[2] - b[0] + 1) * (b[3] - b[1] + 1);
+    let mut same_pixels = std::fs::read(&pair).unwrap();
+    same_pixels.extend(b"same pixels, another file");
+    let pair2 = env.path("pair2.bmp");
+    std::fs::write(&pair2, same_pixels).unwrap();
+    let largest = json(
+        &env,
+        &["faces", "add", "--largest", pair2.to_str().unwrap()],
+    );
+    assert_eq!(largest.as_array().unwrap().len(), 1, "{largest}");
+    let kept: Vec<i64> = serde_json::from_value(largest[0]["bbox"].clone()).unwrap();
+    assert_eq!(area(&kept), boxes.iter().map(area).max().unwrap());
+    assert!(
+        kept[0] >= 910,
+        "Biden's face, on the right, is the larger: {kept:?}"
+    );
+    assert_eq!(count(&mut client), faces_before + 4);
+
     // stats: counts per source, and the mean encoding equals an f64 mean of the exported shards.
     let stats = json(&env, &["stats"]);
-    assert_eq!(stats["faces"], faces_before + 1);
+    assert_eq!(stats["faces"], faces_before + 4);
     let sources: BTreeMap<String, i64> = stats["sources"]
         .as_array()
         .unwrap()
@@ -677,7 +709,8 @@ fn faces_add_search_by_photo_and_stats() {
         .collect();
     assert_eq!(
         sources,
-        BTreeMap::from([("A".into(), faces_before), ("U".into(), 1)])
+        BTreeMap::from([("A".into(), faces_before + 2), ("U".into(), 2)]),
+        "the pair's two actor faces; alice's and the anonymous upload's user faces"
     );
     let shards = exported(&env, "sample@v1");
     let mut mean = vec![0f64; 128];
@@ -691,6 +724,28 @@ fn faces_add_search_by_photo_and_stats() {
     for (a, b) in reported.iter().zip(&mean) {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
+}
+
+/// Two test photos side by side (top-aligned, black elsewhere) as one BMP.
+fn side_by_side(left: &str, right: &str) -> Vec<u8> {
+    let decode = |name: &str| {
+        let bytes = std::fs::read(test_photos().join(name)).unwrap();
+        facematch_datasets::face::decode_image(name, &bytes, Default::default()).unwrap()
+    };
+    let (a, b) = (decode(left), decode(right));
+    let (width, height) = (a.width() + b.width(), a.height().max(b.height()));
+    bmp(width, height, |x, y| {
+        let (image, x) = if x < a.width() {
+            (&a, x)
+        } else {
+            (&b, x - a.width())
+        };
+        if y < image.height() {
+            image.get_pixel(x, y).0
+        } else {
+            [0, 0, 0]
+        }
+    })
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

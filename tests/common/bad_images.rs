@@ -20,6 +20,13 @@ pub fn png_bomb() -> Vec<u8> {
 
 /// A 24-bit BMP of a smooth gradient: a real image with no face in it.
 pub fn faceless_bmp(width: u32, height: u32) -> Vec<u8> {
+    bmp(width, height, |x, y| {
+        [(x % 256) as u8, (y % 256) as u8, 128]
+    })
+}
+
+/// A top-down 24-bit BMP whose pixel (x, y) is `rgb(x, y)`.
+pub fn bmp(width: u32, height: u32, rgb: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
     let row = (width * 3).div_ceil(4) * 4;
     let size = 54 + row * height;
     let mut bmp = b"BM".to_vec();
@@ -28,13 +35,17 @@ pub fn faceless_bmp(width: u32, height: u32) -> Vec<u8> {
     bmp.extend(54u32.to_le_bytes());
     bmp.extend(40u32.to_le_bytes());
     bmp.extend(width.to_le_bytes());
-    bmp.extend(height.to_le_bytes());
+    // A negative height stores the rows top to bottom.
+    bmp.extend((-(height as i32)).to_le_bytes());
     bmp.extend(1u16.to_le_bytes());
     bmp.extend(24u16.to_le_bytes());
     bmp.extend([0u8; 24]);
     for y in 0..height {
         let mut line: Vec<u8> = (0..width)
-            .flat_map(|x| [(x % 256) as u8, (y % 256) as u8, 128])
+            .flat_map(|x| {
+                let [r, g, b] = rgb(x, y);
+                [b, g, r]
+            })
             .collect();
         line.resize(row as usize, 0);
         bmp.extend(line);
