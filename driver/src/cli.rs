@@ -123,12 +123,37 @@ enum Command {
     /// Faces from photos, registered in the database.
     #[command(subcommand)]
     Faces(FacesCommand),
+    /// Join a timely cluster as one worker process (what `--runner processes`, a cluster host or
+    /// an EMR step starts).
+    Worker(WorkerArgs),
     /// Counts of faces and photos per source, and the mean encoding of a dataset.
     Stats {
         /// `name` or `name@vN` (default: the current dataset).
         #[arg(long, env = "FACEMATCH_DATASET")]
         dataset: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// The run's rendezvous: a folder or s3://bucket/prefix holding spec.json.
+    #[arg(long)]
+    rendezvous: String,
+    /// This process's index, 0-based (process 0 writes the output).
+    #[arg(long)]
+    process: usize,
+    /// Number of processes in the cluster.
+    #[arg(long)]
+    processes: usize,
+    /// Timely worker threads in this process.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Address the other processes reach this one at.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Seconds to wait for the other processes before giving up, naming the missing ones.
+    #[arg(long, default_value_t = 30)]
+    connect_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -507,7 +532,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 .runner
                 .parse::<RunnerKind>()
                 .map_err(anyhow::Error::msg)?
-                .build(args.workers);
+                .build(args.workers, &g.s3());
             let summary = run_pending(
                 &g.database_url()?,
                 runner.as_ref(),
@@ -518,7 +543,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", report::run_summary(&summary));
             }
-            if summary.errored > 0 {
+            if summary.errored > 0 || summary.error.is_some() {
                 return Ok(ExitCode::from(EXIT_HISTORY_ERROR));
             }
         }
@@ -531,7 +556,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 .runner
                 .parse::<RunnerKind>()
                 .map_err(anyhow::Error::msg)?
-                .build(run.workers);
+                .build(run.workers, &g.s3());
             let scope = ClaimScope {
                 only: Some(vec![id]),
                 limit: None,
@@ -563,6 +588,17 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", report::added_faces(&added));
             }
+        }
+        Command::Worker(args) => {
+            crate::cluster::run_worker_process(&crate::cluster::WorkerOptions {
+                rendezvous: args.rendezvous,
+                process: args.process,
+                processes: args.processes,
+                threads: args.threads,
+                host: args.host,
+                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                s3: g.s3(),
+            })?;
         }
         Command::Stats { dataset } => {
             let dataset = parse_dataset(dataset.as_deref())?;

@@ -165,6 +165,33 @@ pub fn fail(client: &mut Client, run_id: i64, ids: &[i64], message: &str) -> Res
     mark_error(client, run_id, ids, message)
 }
 
+/// Puts the RUNNING histories of a run that died back to PENDING (or ERROR with `reason` once
+/// they have had `max_attempts` attempts); returns (requeued, errored). They have no items.
+pub fn requeue(
+    client: &mut Client,
+    run_id: i64,
+    ids: &[i64],
+    max_attempts: i32,
+    reason: &str,
+) -> Result<(u64, u64)> {
+    let rows = client.query(
+        "UPDATE histories
+            SET status = CASE WHEN attempts >= $3 THEN 'ERROR' ELSE 'PENDING' END,
+                output = CASE WHEN attempts >= $3
+                              THEN format('%s; gave up after %s attempts', $4::text, attempts) END,
+                finished_at = CASE WHEN attempts >= $3 THEN now() END,
+                lease_expires_at = NULL
+          WHERE id = ANY($1) AND run_id = $2 AND status = 'RUNNING'
+      RETURNING status",
+        &[&ids, &run_id, &max_attempts, &reason],
+    )?;
+    let errored = rows
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "ERROR")
+        .count() as u64;
+    Ok((rows.len() as u64 - errored, errored))
+}
+
 /// Histories per write transaction: large enough to amortise commits, small enough to keep
 /// transactions short.
 const WRITE_CHUNK: usize = 256;

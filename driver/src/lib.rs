@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod cluster;
 pub mod db;
 pub mod encode;
 pub mod faces;

@@ -95,6 +95,12 @@ pub fn run_summary(s: &RunSummary) -> String {
             s.requeued
         ));
     }
+    if s.requeued_after_failure > 0 {
+        out.push_str(&format!(
+            "  {} histories went back to PENDING for the next run (none has partial results)\n",
+            s.requeued_after_failure
+        ));
+    }
     if let Some(error) = &s.error {
         out.push_str(&format!("  error: {error}\n"));
     }

@@ -3,7 +3,7 @@
 
 use crate::histories::{self, ClaimScope};
 use crate::registry;
-use crate::runner::Runner;
+use crate::runner::{Runner, WorkerLost};
 use anyhow::Result;
 use facematch_datasets::{DatasetRef, S3Options};
 use facematch_job::JobSpec;
@@ -56,6 +56,8 @@ pub struct RunSummary {
     pub errored: u64,
     /// Histories whose dead runs were requeued before this one.
     pub requeued: u64,
+    /// Histories of this run put back to PENDING because a worker process was lost.
+    pub requeued_after_failure: u64,
     /// Faces read.
     pub faces_scanned: u64,
     /// (history, face) pairs scored.
@@ -145,6 +147,16 @@ pub fn run_pending(
                 summary.faces_scanned = output.faces_scanned;
                 summary.pairs_scored = output.pairs_scored;
                 summary.finished = histories::finish(&mut client, run_id, &output.results)?;
+            }
+            // A lost worker is not the histories' fault: they go back to PENDING for another
+            // run (until their attempts run out). Anything else is an answer: ERROR.
+            Err(e) if e.downcast_ref::<WorkerLost>().is_some() => {
+                let message = format!("run {run_id} failed: {e:#}");
+                let (requeued, errored) =
+                    histories::requeue(&mut client, run_id, &ids, options.max_attempts, &message)?;
+                summary.requeued_after_failure = requeued;
+                summary.errored += errored;
+                summary.error = Some(message);
             }
             Err(e) => {
                 let message = format!("run {run_id} failed: {e:#}");

@@ -38,8 +38,8 @@ pub struct JobSpec {
     pub queries: Vec<Query>,
 }
 
-/// What worker 0 returns.
-#[derive(Debug, Clone, Default)]
+/// What worker 0 returns (serialisable: a worker process hands it to the driver).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobOutput {
     /// Final matches per history id, best first (every queried history has an entry).
     pub results: BTreeMap<i64, Vec<Match>>,
@@ -126,10 +126,21 @@ pub fn check_spec(spec: &JobSpec) -> Result<(), JobError> {
 /// Runs the job on the timely workers described by `config` and returns worker 0's output
 /// (other workers return `None`).
 pub fn run_job(spec: Arc<JobSpec>, config: timely::Config) -> Result<Option<JobOutput>, JobError> {
+    run_job_connected(spec, config, || {})
+}
+
+/// [`run_job`], calling `connected` once timely has connected to every other process (at once
+/// for a single process), so a caller can bound how long connecting may take.
+pub fn run_job_connected(
+    spec: Arc<JobSpec>,
+    config: timely::Config,
+    connected: impl FnOnce(),
+) -> Result<Option<JobOutput>, JobError> {
     check_spec(&spec)?;
     let started = Instant::now();
     let guards = timely::execute(config, move |worker| run_worker(worker, &spec))
         .map_err(JobError::Runtime)?;
+    connected();
     let mut output = None;
     for result in guards.join() {
         match result.map_err(JobError::Runtime)? {

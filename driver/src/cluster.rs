@@ -1,0 +1,232 @@
+//! Worker processes of a timely cluster (SPEC section 6): how N processes find each other without
+//! a hand-written hostfile, and what one worker process (`facematch worker`) does.
+//!
+//! The rendezvous is a folder or S3 prefix per run. The driver writes `spec.json` there. Each
+//! process binds a free port, writes `peers/<index>` (its `host:port` and pid), and waits —
+//! bounded — until all N have registered; only then does it start timely with the ordered address
+//! list. A process that never comes is therefore named in an error instead of timely retrying its
+//! connection forever. Process 0 writes `output.json` when the dataflow is done.
+
+use anyhow::{Context, Result, anyhow, bail};
+use facematch_datasets::{S3Options, Storage};
+use facematch_job::{JobOutput, JobSpec};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One run's meeting place.
+pub struct Rendezvous {
+    storage: Storage,
+}
+
+/// A registered process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// `host:port` its timely listens on.
+    pub address: String,
+    /// Its process id (on its host).
+    pub pid: u32,
+}
+
+impl Rendezvous {
+    /// Opens the rendezvous at `uri` (a folder, `file://` or `s3://bucket/prefix`).
+    pub fn open(uri: &str, s3: &S3Options) -> Result<Rendezvous> {
+        Ok(Rendezvous {
+            storage: Storage::open(uri, s3)?,
+        })
+    }
+
+    /// Canonical URI.
+    pub fn uri(&self) -> &str {
+        self.storage.root_uri()
+    }
+
+    /// Writes the job every process runs.
+    pub fn publish_spec(&self, spec: &JobSpec) -> Result<()> {
+        self.storage
+            .put("spec.json", serde_json::to_vec(spec)?.into())?;
+        Ok(())
+    }
+
+    /// Reads the job.
+    pub fn spec(&self) -> Result<JobSpec> {
+        let bytes = self.storage.get("spec.json")?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: unreadable job spec", self.storage.uri_of("spec.json")))
+    }
+
+    /// Registers process `index` at `address`.
+    pub fn register(&self, index: usize, address: &str) -> Result<()> {
+        let text = format!("{address}\n{}\n", std::process::id());
+        self.storage
+            .put(&format!("peers/{index}"), text.into_bytes().into())?;
+        Ok(())
+    }
+
+    /// The processes registered so far, by index.
+    pub fn registered(&self, processes: usize) -> Result<Vec<Option<Peer>>> {
+        (0..processes)
+            .map(|i| {
+                let key = format!("peers/{i}");
+                if !self.storage.exists(&key)? {
+                    return Ok(None);
+                }
+                let text = String::from_utf8_lossy(&self.storage.get(&key)?).into_owned();
+                let mut lines = text.lines();
+                let address = lines.next().unwrap_or_default().trim().to_string();
+                let pid = lines
+                    .next()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(0);
+                if address.is_empty() {
+                    bail!("{}: no address", self.storage.uri_of(&key));
+                }
+                Ok(Some(Peer { address, pid }))
+            })
+            .collect()
+    }
+
+    /// Waits until all `processes` have registered and returns their addresses in process order;
+    /// after `timeout`, fails naming the processes that never came.
+    pub fn addresses(&self, processes: usize, timeout: Duration) -> Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let peers = self.registered(processes)?;
+            if peers.iter().all(Option::is_some) {
+                return Ok(peers.into_iter().flatten().map(|p| p.address).collect());
+            }
+            if Instant::now() >= deadline {
+                let missing: Vec<String> = peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.is_none())
+                    .map(|(i, _)| i.to_string())
+                    .collect();
+                bail!(
+                    "worker process(es) {} of {processes} never registered at {} within {:?}",
+                    missing.join(", "),
+                    self.uri(),
+                    timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes process 0's output.
+    pub fn publish_output(&self, output: &JobOutput) -> Result<()> {
+        self.storage
+            .put("output.json", serde_json::to_vec(output)?.into())?;
+        Ok(())
+    }
+
+    /// Reads process 0's output.
+    pub fn output(&self) -> Result<JobOutput> {
+        let bytes = self.storage.get("output.json")?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{}: unreadable job output",
+                self.storage.uri_of("output.json")
+            )
+        })
+    }
+}
+
+/// What one worker process is told.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The run's rendezvous.
+    pub rendezvous: String,
+    /// This process's index (0 writes the output).
+    pub process: usize,
+    /// Number of processes.
+    pub processes: usize,
+    /// Timely worker threads in this process.
+    pub threads: usize,
+    /// Host name or address the others reach this process at.
+    pub host: String,
+    /// How long to wait for the other processes.
+    pub connect_timeout: Duration,
+    /// S3 access (rendezvous and dataset).
+    pub s3: S3Options,
+}
+
+/// Joins the cluster, runs this process's share of the job, and (process 0) publishes the output.
+pub fn run_worker_process(options: &WorkerOptions) -> Result<()> {
+    if options.process >= options.processes || options.threads == 0 {
+        bail!(
+            "process {} of {} with {} thread(s) is not a valid cluster position",
+            options.process,
+            options.processes,
+            options.threads
+        );
+    }
+    let rendezvous = Rendezvous::open(&options.rendezvous, &options.s3)?;
+    let spec = rendezvous.spec()?;
+    // Bind to learn a free port, then hand it to timely, which binds it again.
+    let port = std::net::TcpListener::bind((options.host.as_str(), 0))
+        .with_context(|| format!("cannot listen on {}", options.host))?
+        .local_addr()?
+        .port();
+    rendezvous.register(options.process, &format!("{}:{port}", options.host))?;
+    let addresses = rendezvous.addresses(options.processes, options.connect_timeout)?;
+    tracing::info!(process = options.process, ?addresses, "joining the cluster");
+    let config = facematch_job::timely::Config {
+        communication: facematch_job::timely::CommunicationConfig::Cluster {
+            threads: options.threads,
+            process: options.process,
+            addresses: addresses.clone(),
+            report: false,
+            zerocopy: false,
+        },
+        worker: facematch_job::timely::WorkerConfig::default(),
+    };
+    // Everyone registered, but one may still die before connecting: timely would then wait forever.
+    let (connected, wait) = std::sync::mpsc::channel::<()>();
+    let timeout = options.connect_timeout;
+    let peers = addresses.join(", ");
+    std::thread::spawn(move || {
+        if wait.recv_timeout(timeout) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            eprintln!("error: could not connect to every peer ({peers}) within {timeout:?}");
+            std::process::exit(2);
+        }
+    });
+    let output = facematch_job::dataflow::run_job_connected(Arc::new(spec), config, move || {
+        let _ = connected.send(());
+    })?;
+    match (options.process, output) {
+        (0, Some(output)) => rendezvous.publish_output(&output),
+        (0, None) => Err(anyhow!("process 0 returned no output")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_that_never_registers_is_named_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let rendezvous =
+            Rendezvous::open(dir.path().to_str().unwrap(), &S3Options::default()).unwrap();
+        rendezvous.register(0, "127.0.0.1:4000").unwrap();
+        rendezvous.register(2, "127.0.0.1:4002").unwrap();
+        let started = Instant::now();
+        let err = rendezvous
+            .addresses(3, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            err.contains("worker process(es) 1 of 3 never registered"),
+            "{err}"
+        );
+        rendezvous.register(1, "127.0.0.1:4001").unwrap();
+        assert_eq!(
+            rendezvous.addresses(3, Duration::from_secs(1)).unwrap(),
+            ["127.0.0.1:4000", "127.0.0.1:4001", "127.0.0.1:4002"]
+        );
+        let peers = rendezvous.registered(3).unwrap();
+        assert_eq!(peers[1].as_ref().unwrap().pid, std::process::id());
+    }
+}

@@ -1,0 +1,349 @@
+//! The processes runner: real `facematch worker` processes that find each other through a
+//! rendezvous folder and exchange data over TCP as one timely cluster. Results must be
+//! byte-identical to inline whatever the processes, threads and shard layout; a worker killed with
+//! SIGKILL mid-run must end the run at once with the histories back to PENDING and no partial
+//! results, and the next run must finish them identically.
+
+mod common;
+
+use common::TestEnv;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Each history's items as (rank, face id, score bits): equal means byte-identical.
+type Items = BTreeMap<i64, Vec<(i32, i64, u64)>>;
+
+fn items(env: &TestEnv, ids: &[i64]) -> Vec<Vec<(i32, i64, u64)>> {
+    let mut client = env.db.client();
+    let mut by_history: Items = BTreeMap::new();
+    for row in client
+        .query(
+            "SELECT history_id, rank, face_id, similarity_score FROM history_items
+              WHERE history_id = ANY($1) ORDER BY history_id, rank",
+            &[&ids],
+        )
+        .unwrap()
+    {
+        by_history.entry(row.get(0)).or_default().push((
+            row.get(1),
+            row.get(2),
+            row.get::<_, f64>(3).to_bits(),
+        ));
+    }
+    ids.iter()
+        .map(|id| by_history.remove(id).unwrap_or_default())
+        .collect()
+}
+
+/// Submits one batch of varied histories and returns their ids.
+fn submit_batch(env: &TestEnv, faces: &[i64]) -> Vec<i64> {
+    let variants: [&[&str]; 4] = [
+        &["--method", "cosine", "--max-results", "10"],
+        &[
+            "--method",
+            "euclidean",
+            "--filter",
+            "actor",
+            "--max-results",
+            "25",
+        ],
+        &[
+            "--method",
+            "cosine",
+            "--filter",
+            "user",
+            "--max-results",
+            "5",
+            "--include-self",
+        ],
+        &[
+            "--method",
+            "euclidean",
+            "--max-distance",
+            "0.9",
+            "--max-results",
+            "50",
+        ],
+    ];
+    let mut ids = Vec::new();
+    for (i, face) in faces.iter().enumerate() {
+        let mut args = vec!["submit".to_string(), "--face".into(), face.to_string()];
+        args.extend(variants[i % variants.len()].iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ids.push(env.ok(&args).trim().parse().unwrap());
+    }
+    ids
+}
+
+/// The same kinds of histories as [`submit_batch`], inserted with SQL as an application would
+/// (hundreds of CLI calls would dominate the test's time).
+fn insert_batch(env: &TestEnv, faces: &[i64]) -> Vec<i64> {
+    let mut client = env.db.client();
+    let variants: [(&str, &str, i32, bool, Option<f64>); 4] = [
+        ("cosine", "all", 10, true, None),
+        ("euclidean", "actor", 25, true, None),
+        ("cosine", "user", 5, false, None),
+        ("euclidean", "all", 50, true, Some(0.9)),
+    ];
+    let insert = client
+        .prepare(
+            "INSERT INTO histories (in_face_id, similarity_method, face_source_filter, max_results,
+                                    exclude_self, max_distance)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .unwrap();
+    faces
+        .iter()
+        .enumerate()
+        .map(|(i, face)| {
+            let (method, filter, n, exclude, distance) = variants[i % variants.len()];
+            client
+                .query_one(&insert, &[face, &method, &filter, &n, &exclude, &distance])
+                .unwrap()
+                .get(0)
+        })
+        .collect()
+}
+
+fn synth(env: &TestEnv, name: &str, identities: &str, shards: &str) {
+    env.ok(&[
+        "dataset",
+        "synth",
+        "--name",
+        name,
+        "--identities",
+        identities,
+        "--per-identity",
+        "10",
+        "--dim",
+        "48",
+        "--shards",
+        shards,
+        "--seed",
+        "11",
+        "--no-current",
+    ]);
+}
+
+#[test]
+fn any_processes_threads_and_shard_layout_give_the_inline_results() {
+    let env = TestEnv::new();
+    synth(&env, "seven", "3000", "7");
+    synth(&env, "three", "3000", "3");
+    let faces: Vec<i64> = (0..8).map(|i| 1 + i * 3701).collect();
+
+    let inline_ids = submit_batch(&env, &faces);
+    env.ok(&["run", "--dataset", "seven", "--runner", "inline", "-w", "1"]);
+    let expected = items(&env, &inline_ids);
+    assert!(expected.iter().all(|h| !h.is_empty()));
+
+    for (runner, dataset) in [
+        ("processes:1", "seven"),
+        ("processes:2", "seven"),
+        ("processes:3x2", "seven"),
+        ("processes:2x2", "three"),
+        ("processes:4", "three"),
+    ] {
+        let ids = submit_batch(&env, &faces);
+        let out = env.run(&[
+            "--json",
+            "run",
+            "--dataset",
+            dataset,
+            "--runner",
+            runner,
+            "-w",
+            "1",
+        ]);
+        assert!(
+            out.status.success(),
+            "{runner}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["finished"], 8, "{runner}: {summary}");
+        assert_eq!(
+            summary["faces_scanned"], 30_000,
+            "{runner}: every face once"
+        );
+        assert_eq!(items(&env, &ids), expected, "{runner} over {dataset}");
+        let label: String = env
+            .db
+            .client()
+            .query_one("SELECT runner FROM job_runs ORDER BY id DESC LIMIT 1", &[])
+            .unwrap()
+            .get(0);
+        assert!(label.starts_with("processes:"), "{label}");
+    }
+}
+
+/// Waits for the run folder under `tmp` in which every one of `processes` has registered, and
+/// returns their pids.
+fn registered_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i32> {
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the worker processes never registered"
+        );
+        let runs: Vec<_> = std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("facematch-run-")
+            })
+            .collect();
+        if let Some(run) = runs.first() {
+            let pids: Vec<i32> = (0..processes)
+                .filter_map(|i| std::fs::read_to_string(run.path().join(format!("peers/{i}"))).ok())
+                .filter_map(|text| text.lines().nth(1).and_then(|p| p.parse().ok()))
+                .collect();
+            if pids.len() == processes {
+                return pids;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them() {
+    let env = TestEnv::new();
+    // 150k faces × 600 histories: seconds of scanning, so the kill lands mid-run.
+    env.ok(&[
+        "dataset",
+        "synth",
+        "--name",
+        "big",
+        "--identities",
+        "15000",
+        "--per-identity",
+        "10",
+        "--dim",
+        "128",
+        "--shards",
+        "8",
+        "--seed",
+        "5",
+    ]);
+    let faces: Vec<i64> = (0..600).map(|i| 1 + i * 241).collect();
+    let ids = insert_batch(&env, &faces);
+    // The first 10 histories already died in an earlier run: with --max-attempts 2 this is their
+    // last chance, so they end in ERROR with the reason; the others go back to PENDING.
+    let (last_chance, retried) = ids.split_at(10);
+    env.db
+        .client()
+        .execute(
+            "UPDATE histories SET attempts = 1 WHERE id = ANY($1)",
+            &[&last_chance],
+        )
+        .unwrap();
+
+    let tmp = env.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let started = Instant::now();
+    let run = env
+        .command(&[
+            "run",
+            "--runner",
+            "processes:2",
+            "-w",
+            "1",
+            "--max-attempts",
+            "2",
+        ])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids = registered_workers(&tmp, 2, started + Duration::from_secs(60));
+    // SAFETY: kill(2) on a pid this test's child spawned.
+    assert_eq!(unsafe { libc::kill(pids[1], libc::SIGKILL) }, 0);
+    let out = run.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "the run fails: {stdout}");
+    assert!(
+        stdout.contains("worker process 1 of 2 failed") && stdout.contains("signal: 9"),
+        "{stdout}"
+    );
+    assert!(elapsed < Duration::from_secs(60), "no hang: {elapsed:?}");
+    assert!(
+        !alive(pids[0]) && !alive(pids[1]),
+        "no worker is left behind"
+    );
+
+    let mut client = env.db.client();
+    let states = |client: &mut postgres::Client, ids: &[i64]| -> Vec<(String, i32, i64, bool)> {
+        client
+            .query(
+                "SELECT status, attempts, (SELECT count(*) FROM history_items i WHERE i.history_id = h.id),
+                        finished_at IS NOT NULL
+                   FROM histories h WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    };
+    let requeued = states(&mut client, retried);
+    assert_eq!(requeued.len(), 590);
+    assert!(
+        requeued
+            .iter()
+            .all(|s| *s == ("PENDING".to_string(), 1, 0, false)),
+        "back to PENDING, one attempt, no partial items"
+    );
+    let given_up = states(&mut client, last_chance);
+    assert!(
+        given_up
+            .iter()
+            .all(|s| *s == ("ERROR".to_string(), 2, 0, true)),
+        "{given_up:?}"
+    );
+    let output: String = client
+        .query_one(
+            "SELECT output FROM histories WHERE id = $1",
+            &[&last_chance[0]],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        output.contains("worker process 1") && output.contains("gave up after 2 attempts"),
+        "{output}"
+    );
+    let run_row = client
+        .query_one(
+            "SELECT status, error FROM job_runs ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(run_row.get::<_, String>(0), "ERROR");
+    assert!(run_row.get::<_, String>(1).contains("worker process 1"));
+
+    // The next run finishes them, identically to an inline run of the same questions.
+    env.ok(&["run", "--runner", "processes:2", "-w", "1"]);
+    let after_retry = items(&env, retried);
+    let attempts: Vec<i32> = client
+        .query(
+            "SELECT attempts FROM histories WHERE id = ANY($1)",
+            &[&retried],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(attempts.iter().all(|a| *a == 2));
+    let inline_ids = insert_batch(&env, &faces);
+    env.ok(&["run", "--runner", "inline", "-w", "2"]);
+    assert_eq!(after_retry, items(&env, &inline_ids[10..]));
+}
