@@ -113,6 +113,18 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Run the PENDING histories as one batch every period (windows are never run twice, even by
+    /// several schedulers on one database); SIGTERM finishes the current window and exits.
+    Schedule {
+        /// The period, e.g. 30s, 5m, 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Duration,
+        /// Run the current window (if no scheduler has) and exit: for cron.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Show a history and its results.
     Show {
         /// History id.
@@ -610,6 +622,36 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", crate::stats::render(&stats));
             }
+        }
+        Command::Schedule { every, once, run } => {
+            if every.is_zero() {
+                bail!("--every must be positive");
+            }
+            let runner = run
+                .runner
+                .parse::<RunnerKind>()
+                .map_err(anyhow::Error::msg)?
+                .build(run.workers, &g.s3());
+            let options = run.options(g, ClaimScope::default())?;
+            let json = g.json;
+            crate::schedule::schedule(
+                &g.database_url()?,
+                runner.as_ref(),
+                &options,
+                every,
+                once,
+                |done| {
+                    if json {
+                        let _ = print_json(done);
+                    } else if let Some(summary) = &done.run {
+                        print!("window {}: {}", done.window, report::run_summary(summary));
+                    } else if done.ran {
+                        println!("window {}: nothing pending", done.window);
+                    } else {
+                        println!("window {}: already run by another scheduler", done.window);
+                    }
+                },
+            )?;
         }
         Command::Show { id } => {
             let view = histories::load(&mut g.client()?, id)?;

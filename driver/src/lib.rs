@@ -13,4 +13,5 @@ pub mod registry;
 pub mod report;
 pub mod run;
 pub mod runner;
+pub mod schedule;
 pub mod stats;
