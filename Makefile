@@ -34,7 +34,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## throughput: `facematch run` scan rate on a 1M-face synthetic dataset (1/16/256 histories, 1/2 workers)
+## throughput: `facematch run` scan rate on a 1M-face synthetic dataset (1/16/256 histories, 1/2 workers; inline vs processes:2/4)
 throughput: build
 	@scripts/throughput.sh
 

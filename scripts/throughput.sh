@@ -31,3 +31,17 @@ for h in 1 16 256; do
       "$(echo "$count * $h * 1000 / $scan_ms" | bc -l)"
   done
 done
+
+# The same pass on each runner: 256 histories, inline and on 2 and 4 local worker processes.
+echo
+printf '%-16s %10s %10s %16s\n' runner scan_ms total_ms 'pairs/s (scan)'
+for runner in "inline -w 1" "inline -w 2" "processes:2x1 -w 1" "processes:4x1 -w 1"; do
+  read -r name workers <<<"${runner/ -w / }"
+  psql -q "$url" -c "INSERT INTO histories (in_face_id)
+    SELECT $first + (g * 7919) % $count FROM generate_series(1, 256) g"
+  start=$(date +%s%N)
+  scan_ms=$("$bin" run --dataset "$dataset" --runner "$name" -w "$workers" --json | sed -n 's/.*"scan_ms": \([0-9]*\).*/\1/p')
+  total_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  printf '%-16s %10s %10s %16.3e\n' "$name/w$workers" "$scan_ms" "$total_ms" \
+    "$(echo "$count * 256 * 1000 / $scan_ms" | bc -l)"
+done

@@ -138,15 +138,18 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
     let expected = items(&env, &inline_ids);
     assert!(expected.iter().all(|h| !h.is_empty()));
 
-    for (runner, dataset) in [
-        ("processes:1", "seven"),
-        ("processes:2", "seven"),
-        ("processes:3x2", "seven"),
-        ("processes:2x2", "three"),
-        ("processes:4", "three"),
+    // The last two find each other through a hostfile instead of the rendezvous registration.
+    for (runner, dataset, discovery) in [
+        ("processes:1", "seven", None),
+        ("processes:2", "seven", None),
+        ("processes:3x2", "seven", None),
+        ("processes:2x2", "three", None),
+        ("processes:4", "three", None),
+        ("processes:2", "seven", Some("--hostfile")),
+        ("processes:3x2", "three", Some("--hostfile")),
     ] {
         let ids = submit_batch(&env, &faces);
-        let out = env.run(&[
+        let mut args = vec![
             "--json",
             "run",
             "--dataset",
@@ -155,7 +158,9 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
             runner,
             "-w",
             "1",
-        ]);
+        ];
+        args.extend(discovery);
+        let out = env.run(&args);
         assert!(
             out.status.success(),
             "{runner}: {}",
@@ -175,6 +180,7 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
             .unwrap()
             .get(0);
         assert!(label.starts_with("processes:"), "{label}");
+        assert_eq!(label.ends_with("+hostfile"), discovery.is_some(), "{label}");
     }
 }
 

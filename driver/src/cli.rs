@@ -166,6 +166,10 @@ struct WorkerArgs {
     /// Seconds to wait for the other processes before giving up, naming the missing ones.
     #[arg(long, default_value_t = 30)]
     connect_timeout: u64,
+    /// The processes' host:port, one per line in process order, instead of registering in the
+    /// rendezvous (which then only carries the job and its output).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -394,6 +398,9 @@ struct RunArgs {
     /// Attempts before a history whose runs keep dying ends in ERROR.
     #[arg(long, default_value_t = 3)]
     max_attempts: i32,
+    /// processes runner: hand the workers a hostfile instead of letting them register.
+    #[arg(long)]
+    hostfile: bool,
 }
 
 fn default_workers() -> usize {
@@ -544,7 +551,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 .runner
                 .parse::<RunnerKind>()
                 .map_err(anyhow::Error::msg)?
-                .build(args.workers, &g.s3());
+                .build(args.workers, &g.s3(), args.hostfile);
             let summary = run_pending(
                 &g.database_url()?,
                 runner.as_ref(),
@@ -568,7 +575,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 .runner
                 .parse::<RunnerKind>()
                 .map_err(anyhow::Error::msg)?
-                .build(run.workers, &g.s3());
+                .build(run.workers, &g.s3(), run.hostfile);
             let scope = ClaimScope {
                 only: Some(vec![id]),
                 limit: None,
@@ -610,6 +617,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 host: args.host,
                 connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
                 s3: g.s3(),
+                hostfile: args.hostfile,
             })?;
         }
         Command::Stats { dataset } => {
@@ -631,7 +639,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 .runner
                 .parse::<RunnerKind>()
                 .map_err(anyhow::Error::msg)?
-                .build(run.workers, &g.s3());
+                .build(run.workers, &g.s3(), run.hostfile);
             let options = run.options(g, ClaimScope::default())?;
             let json = g.json;
             crate::schedule::schedule(

@@ -6,6 +6,9 @@
 //! bounded — until all N have registered; only then does it start timely with the ordered address
 //! list. A process that never comes is therefore named in an error instead of timely retrying its
 //! connection forever. Process 0 writes `output.json` when the dataflow is done.
+//!
+//! On hosts you manage, a hostfile (one `host:port` per line, in process order) replaces the
+//! registration; the job folder still carries the spec and the output.
 
 use anyhow::{Context, Result, anyhow, bail};
 use facematch_datasets::{S3Options, Storage};
@@ -148,6 +151,34 @@ pub struct WorkerOptions {
     pub connect_timeout: Duration,
     /// S3 access (rendezvous and dataset).
     pub s3: S3Options,
+    /// The processes' addresses, instead of registering in the rendezvous.
+    pub hostfile: Option<std::path::PathBuf>,
+}
+
+/// Reads a hostfile: one `host:port` per line in process order; blank lines and `#` comments are
+/// skipped.
+pub fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read hostfile {}", path.display()))?;
+    let mut addresses = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let valid = line
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            bail!(
+                "hostfile {}:{}: expected host:port, got {line:?}",
+                path.display(),
+                n + 1
+            );
+        }
+        addresses.push(line.to_string());
+    }
+    Ok(addresses)
 }
 
 /// Joins the cluster, runs this process's share of the job, and (process 0) publishes the output.
@@ -162,13 +193,29 @@ pub fn run_worker_process(options: &WorkerOptions) -> Result<()> {
     }
     let rendezvous = Rendezvous::open(&options.rendezvous, &options.s3)?;
     let spec = rendezvous.spec()?;
-    // Bind to learn a free port, then hand it to timely, which binds it again.
-    let port = std::net::TcpListener::bind((options.host.as_str(), 0))
-        .with_context(|| format!("cannot listen on {}", options.host))?
-        .local_addr()?
-        .port();
-    rendezvous.register(options.process, &format!("{}:{port}", options.host))?;
-    let addresses = rendezvous.addresses(options.processes, options.connect_timeout)?;
+    let addresses = match &options.hostfile {
+        Some(path) => {
+            let addresses = read_hostfile(path)?;
+            if addresses.len() != options.processes {
+                bail!(
+                    "hostfile {} lists {} process(es), --processes says {}",
+                    path.display(),
+                    addresses.len(),
+                    options.processes
+                );
+            }
+            addresses
+        }
+        None => {
+            // Bind to learn a free port, then hand it to timely, which binds it again.
+            let port = std::net::TcpListener::bind((options.host.as_str(), 0))
+                .with_context(|| format!("cannot listen on {}", options.host))?
+                .local_addr()?
+                .port();
+            rendezvous.register(options.process, &format!("{}:{port}", options.host))?;
+            rendezvous.addresses(options.processes, options.connect_timeout)?
+        }
+    };
     tracing::info!(process = options.process, ?addresses, "joining the cluster");
     let config = facematch_job::timely::Config {
         communication: facematch_job::timely::CommunicationConfig::Cluster {
@@ -228,5 +275,23 @@ mod tests {
         );
         let peers = rendezvous.registered(3).unwrap();
         assert_eq!(peers[1].as_ref().unwrap().pid, std::process::id());
+    }
+
+    #[test]
+    fn hostfiles_list_addresses_in_order_and_name_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        std::fs::write(
+            &path,
+            "# the cluster\nworker-a:2101\n\n10.0.0.7:2101  # b\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_hostfile(&path).unwrap(),
+            ["worker-a:2101", "10.0.0.7:2101"]
+        );
+        std::fs::write(&path, "worker-a:2101\nworker-b\n").unwrap();
+        let err = read_hostfile(&path).unwrap_err().to_string();
+        assert!(err.contains("hosts:2") && err.contains("worker-b"), "{err}");
     }
 }

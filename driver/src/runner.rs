@@ -57,11 +57,14 @@ pub struct ProcessesRunner {
     pub connect_timeout: Duration,
     /// S3 access for the dataset.
     pub s3: S3Options,
+    /// Give the processes a hostfile instead of letting them register in the rendezvous.
+    pub hostfile: bool,
 }
 
 impl Runner for ProcessesRunner {
     fn label(&self) -> String {
-        format!("processes:{}x{}", self.processes, self.threads)
+        let discovery = if self.hostfile { "+hostfile" } else { "" };
+        format!("processes:{}x{}{discovery}", self.processes, self.threads)
     }
 
     fn execute(&self, spec: Arc<JobSpec>) -> Result<JobOutput> {
@@ -102,11 +105,28 @@ impl ProcessesRunner {
         let rendezvous = Rendezvous::open(&dir.display().to_string(), &self.s3)?;
         rendezvous.publish_spec(spec)?;
         let exe = std::env::current_exe().context("cannot find the facematch executable")?;
+        let hostfile = dir.join("hosts");
+        if self.hostfile {
+            // Free ports picked here; a port taken in between makes that worker fail, and the run
+            // with it (as a cluster host whose port is busy would).
+            let mut lines = String::new();
+            for _ in 0..self.processes {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                lines.push_str(&format!("127.0.0.1:{port}\n"));
+            }
+            std::fs::write(&hostfile, lines)?;
+        }
         let mut children: Vec<(usize, Child)> = Vec::new();
         for index in 0..self.processes {
             let log = std::fs::File::create(dir.join(format!("worker-{index}.log")))?;
+            let mut args = self.worker_args(&dir.display().to_string(), index);
+            if self.hostfile {
+                args.extend(["--hostfile".into(), hostfile.display().to_string()]);
+            }
             let child = Command::new(&exe)
-                .args(self.worker_args(&dir.display().to_string(), index))
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -202,7 +222,7 @@ impl FromStr for RunnerKind {
 
 impl RunnerKind {
     /// Builds the runner; `workers` is the thread count per process unless the kind names one.
-    pub fn build(self, workers: usize, s3: &S3Options) -> Box<dyn Runner> {
+    pub fn build(self, workers: usize, s3: &S3Options, hostfile: bool) -> Box<dyn Runner> {
         match self {
             RunnerKind::Inline => Box::new(InlineRunner { workers }),
             RunnerKind::Processes(processes, threads) => Box::new(ProcessesRunner {
@@ -210,6 +230,7 @@ impl RunnerKind {
                 threads: threads.unwrap_or(workers).max(1),
                 connect_timeout: Duration::from_secs(30),
                 s3: s3.clone(),
+                hostfile,
             }),
         }
     }
