@@ -182,6 +182,30 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
         assert!(label.starts_with("processes:"), "{label}");
         assert_eq!(label.ends_with("+hostfile"), discovery.is_some(), "{label}");
     }
+
+    // A shard gone from storage is the data's fault, not a lost worker: ERROR naming the shard,
+    // as inline, and nothing goes back to PENDING.
+    env.s3.delete("datasets/three/v1/shard-00001.parquet");
+    let ids = submit_batch(&env, &faces[..2]);
+    let out = env.run(&[
+        "run",
+        "--dataset",
+        "three",
+        "--runner",
+        "processes:2",
+        "-w",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let mut client = env.db.client();
+    for id in ids {
+        let row = client
+            .query_one("SELECT status, output FROM histories WHERE id = $1", &[&id])
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "ERROR");
+        let output: String = row.get(1);
+        assert!(output.contains("shard-00001.parquet"), "{output}");
+    }
 }
 
 /// Waits for the run folder under `tmp` in which every one of `processes` has registered, and

@@ -12,6 +12,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use facematch_datasets::{S3Options, Storage};
+use facematch_job::dataflow::JobError;
 use facematch_job::{JobOutput, JobSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,6 +114,24 @@ impl Rendezvous {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Records why the job itself failed (a shard missing or corrupt): an answer for the
+    /// histories, unlike a process that died.
+    pub fn publish_failure(&self, message: &str) -> Result<()> {
+        self.storage
+            .put("failure.txt", message.as_bytes().to_vec().into())?;
+        Ok(())
+    }
+
+    /// The job's failure, if one was recorded.
+    pub fn failure(&self) -> Result<Option<String>> {
+        if !self.storage.exists("failure.txt")? {
+            return Ok(None);
+        }
+        Ok(Some(
+            String::from_utf8_lossy(&self.storage.get("failure.txt")?).into_owned(),
+        ))
     }
 
     /// Writes process 0's output.
@@ -237,9 +256,18 @@ pub fn run_worker_process(options: &WorkerOptions) -> Result<()> {
             std::process::exit(2);
         }
     });
-    let output = facematch_job::dataflow::run_job_connected(Arc::new(spec), config, move || {
-        let _ = connected.send(());
-    })?;
+    let output =
+        match facematch_job::dataflow::run_job_connected(Arc::new(spec), config, move || {
+            let _ = connected.send(());
+        }) {
+            Ok(output) => output,
+            // The data is at fault, not the cluster: say so, so the histories end in ERROR.
+            Err(e @ (JobError::Shards(_) | JobError::Invalid(_))) => {
+                rendezvous.publish_failure(&e.to_string())?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
     match (options.process, output) {
         (0, Some(output)) => rendezvous.publish_output(&output),
         (0, None) => Err(anyhow!("process 0 returned no output")),

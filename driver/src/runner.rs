@@ -151,6 +151,9 @@ impl ProcessesRunner {
                     Some(status) => {
                         let index = *index;
                         stop_all(&mut children);
+                        if let Some(failure) = rendezvous.failure()? {
+                            return Err(anyhow!(failure));
+                        }
                         let log = std::fs::read_to_string(dir.join(format!("worker-{index}.log")))
                             .unwrap_or_default();
                         let last = log
