@@ -6,6 +6,7 @@
 use crate::encoding::{FaceRecord, FaceSource};
 use crate::error::{DatasetError, Result};
 use crate::manifest::ShardInfo;
+use crate::storage::Storage;
 use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
 };
@@ -133,6 +134,17 @@ pub struct ShardReader {
 }
 
 impl ShardReader {
+    /// Reads shard `info` of a `dim`-dimensional version from `storage` and opens it, verified
+    /// against the manifest's size and sha256.
+    pub fn fetch(storage: &Storage, info: &ShardInfo, dim: usize) -> Result<ShardReader> {
+        ShardReader::open(
+            &storage.uri_of(&info.path),
+            storage.get(&info.path)?,
+            info,
+            dim,
+        )
+    }
+
     /// Verifies `data` against the manifest entry (size, sha256) and opens it for streaming.
     /// `shard` names the shard in errors (its URI).
     pub fn open(shard: &str, data: Bytes, info: &ShardInfo, dim: usize) -> Result<ShardReader> {

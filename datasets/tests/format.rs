@@ -45,8 +45,7 @@ fn read_dataset(
 ) -> facematch_datasets::Result<Vec<FaceRecord>> {
     let mut all = Vec::new();
     for shard in &manifest.shards {
-        let data = storage.get(&shard.path)?;
-        let reader = ShardReader::open(&storage.uri_of(&shard.path), data, shard, manifest.dim)?;
+        let reader = ShardReader::fetch(storage, shard, manifest.dim)?;
         all.extend(read_all(reader, manifest.dim)?);
     }
     Ok(all)

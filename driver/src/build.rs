@@ -7,9 +7,9 @@
 //! recorded per build in `build_failures` and the build carries on; if the build itself fails,
 //! the new version's files are deleted and the database keeps only the failed build's record.
 
-use crate::registry::{self, DatasetRow, ImageRow, PhotoFace};
+use crate::registry::{self, ImageRow, PhotoFace};
 use anyhow::{Context, Result, anyhow, bail};
-use facematch_datasets::face::{EncoderOptions, ModelPaths};
+use facematch_datasets::face::{Encoder, EncoderOptions, ModelPaths};
 use facematch_datasets::{DatasetWriter, FaceSource, Manifest, S3Options, Storage};
 use facematch_job::build::{
     BuildOutput, BuildProgress, BuildSpec, FailureStage, PhotoOutcome, PhotoTask, run_build,
@@ -97,6 +97,13 @@ pub struct BuildReport {
     pub total_secs: f64,
 }
 
+/// The extension of a photo's name, lower-cased, if it is one of [`PHOTO_EXTENSIONS`].
+pub fn photo_extension(name: &str) -> Option<String> {
+    name.rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .filter(|ext| PHOTO_EXTENSIONS.contains(&ext.as_str()))
+}
+
 /// Lists the photos under `photos_uri` (sorted keys with a photo extension).
 pub fn list_photos(
     storage: &Storage,
@@ -105,11 +112,7 @@ pub fn list_photos(
     let keys = storage.list("")?;
     Ok(keys
         .into_iter()
-        .filter(|key| {
-            key.rsplit_once('.').is_some_and(|(_, ext)| {
-                PHOTO_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
-            })
-        })
+        .filter(|key| photo_extension(key).is_some())
         .map(|key| {
             let actor = actors_from_dirs
                 .then(|| key.split_once('/').map(|(dir, _)| dir.to_string()))
@@ -122,7 +125,7 @@ pub fn list_photos(
 /// Runs a build; per-photo failures are in the report, anything else is an error.
 pub fn build_dataset(url: &str, request: &BuildRequest) -> Result<BuildReport> {
     let started = Instant::now();
-    check_models(&request.models, request.encoder)?;
+    Encoder::check_models(&request.models, request.encoder)?;
     let photos_storage = Storage::open(&request.photos_uri, &request.s3)?;
     let photos = list_photos(&photos_storage, request.actors_from_dirs)?;
     if photos.is_empty() {
@@ -156,36 +159,6 @@ pub fn build_dataset(url: &str, request: &BuildRequest) -> Result<BuildReport> {
     }
 }
 
-fn check_models(models: &ModelPaths, options: EncoderOptions) -> Result<()> {
-    models.encoder()?;
-    match options.landmarks {
-        facematch_datasets::face::Landmarks::Five => models.landmarks_5()?,
-        facematch_datasets::face::Landmarks::SixtyEight => models.landmarks_68()?,
-    };
-    if options.detector == facematch_datasets::face::Detector::Cnn {
-        models.cnn_detector()?;
-    }
-    Ok(())
-}
-
-/// The latest version of `name`, if any.
-fn base_version(tx: &mut postgres::Transaction<'_>, name: &str) -> Result<Option<DatasetRow>> {
-    let exists: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM datasets WHERE name = $1)",
-            &[&name],
-        )?
-        .get(0);
-    if !exists {
-        return Ok(None);
-    }
-    let reference = facematch_datasets::DatasetRef {
-        name: name.to_string(),
-        version: None,
-    };
-    Ok(Some(registry::resolve(tx, Some(&reference))?))
-}
-
 fn build_in_transaction(
     client: &mut postgres::Client,
     request: &BuildRequest,
@@ -200,7 +173,7 @@ fn build_in_transaction(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
         &[&request.name],
     )?;
-    let base = base_version(&mut tx, &request.name)?;
+    let base = registry::latest(&mut tx, &request.name)?;
     let base_manifest = match &base {
         Some(row) if row.dim as usize != DIM || row.embedder != EMBEDDER => bail!(
             "{} holds {}-d {} encodings; build photos into another --name",
@@ -229,7 +202,7 @@ fn build_in_transaction(
             request.name
         );
     }
-    let first_face_id = registry::allocate_face_ids(&mut tx, 0)?;
+    let first_face_id = registry::lock_next_face_id(&mut tx)?;
     let spec = Arc::new(BuildSpec {
         photos_root: photos_storage.root_uri().to_string(),
         photos: photos
@@ -426,13 +399,8 @@ fn register(
     let dataset_id = if faces.is_empty() {
         None
     } else {
-        let first = registry::allocate_face_ids(tx, faces.len() as i64)?;
-        if first != spec.first_face_id {
-            bail!(
-                "face ids moved during the build ({first} vs {})",
-                spec.first_face_id
-            );
-        }
+        // The lock taken before the build is still held: the ids computed then are still free.
+        registry::reserve_face_ids(tx, spec.first_face_id, faces.len() as i64)?;
         let mut writer = DatasetWriter::create(
             output_storage.clone(),
             &request.name,

@@ -783,9 +783,7 @@ fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<ExitCode> {
             write_header(&mut out, format)?;
             let mut count = 0u64;
             for shard in &manifest.shards {
-                let uri = storage.uri_of(&shard.path);
-                let reader =
-                    ShardReader::open(&uri, storage.get(&shard.path)?, shard, manifest.dim)?;
+                let reader = ShardReader::fetch(&storage, shard, manifest.dim)?;
                 for record in read_all(reader, manifest.dim)? {
                     write_record(&mut out, format, &record)?;
                     count += 1;

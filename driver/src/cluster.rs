@@ -46,16 +46,23 @@ impl Rendezvous {
 
     /// Writes the job every process runs.
     pub fn publish_spec(&self, spec: &JobSpec) -> Result<()> {
-        self.storage
-            .put("spec.json", serde_json::to_vec(spec)?.into())?;
-        Ok(())
+        self.put_json("spec.json", spec)
     }
 
     /// Reads the job.
     pub fn spec(&self) -> Result<JobSpec> {
-        let bytes = self.storage.get("spec.json")?;
+        self.get_json("spec.json", "job spec")
+    }
+
+    fn put_json(&self, key: &str, value: &impl serde::Serialize) -> Result<()> {
+        self.storage.put(key, serde_json::to_vec(value)?.into())?;
+        Ok(())
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str, what: &str) -> Result<T> {
+        let bytes = self.storage.get(key)?;
         serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: unreadable job spec", self.storage.uri_of("spec.json")))
+            .with_context(|| format!("{}: unreadable {what}", self.storage.uri_of(key)))
     }
 
     /// Registers process `index` at `address`.
@@ -66,27 +73,30 @@ impl Rendezvous {
         Ok(())
     }
 
-    /// The processes registered so far, by index.
+    /// The processes registered so far, by index (one listing, then one read per registration).
     pub fn registered(&self, processes: usize) -> Result<Vec<Option<Peer>>> {
-        (0..processes)
-            .map(|i| {
-                let key = format!("peers/{i}");
-                if !self.storage.exists(&key)? {
-                    return Ok(None);
-                }
-                let text = String::from_utf8_lossy(&self.storage.get(&key)?).into_owned();
-                let mut lines = text.lines();
-                let address = lines.next().unwrap_or_default().trim().to_string();
-                let pid = lines
-                    .next()
-                    .and_then(|p| p.trim().parse().ok())
-                    .unwrap_or(0);
-                if address.is_empty() {
-                    bail!("{}: no address", self.storage.uri_of(&key));
-                }
-                Ok(Some(Peer { address, pid }))
-            })
-            .collect()
+        let mut peers = vec![None; processes];
+        for key in self.storage.list("peers/")? {
+            let Some(index) = key
+                .strip_prefix("peers/")
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|i| *i < processes)
+            else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&self.storage.get(&key)?).into_owned();
+            let mut lines = text.lines();
+            let address = lines.next().unwrap_or_default().trim().to_string();
+            let pid = lines
+                .next()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0);
+            if address.is_empty() {
+                bail!("{}: no address", self.storage.uri_of(&key));
+            }
+            peers[index] = Some(Peer { address, pid });
+        }
+        Ok(peers)
     }
 
     /// Waits until all `processes` have registered and returns their addresses in process order;
@@ -136,20 +146,12 @@ impl Rendezvous {
 
     /// Writes process 0's output.
     pub fn publish_output(&self, output: &JobOutput) -> Result<()> {
-        self.storage
-            .put("output.json", serde_json::to_vec(output)?.into())?;
-        Ok(())
+        self.put_json("output.json", output)
     }
 
     /// Reads process 0's output.
     pub fn output(&self) -> Result<JobOutput> {
-        let bytes = self.storage.get("output.json")?;
-        serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{}: unreadable job output",
-                self.storage.uri_of("output.json")
-            )
-        })
+        self.get_json("output.json", "job output")
     }
 }
 

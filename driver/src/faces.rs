@@ -7,7 +7,9 @@
 
 use crate::registry::{self, ImageRow, PhotoFace};
 use anyhow::{Context, Result, bail};
-use facematch_datasets::face::{DecodeLimits, EncodedPhoto, Encoder, encode_photo};
+use facematch_datasets::face::{
+    DecodeLimits, EncodedPhoto, Encoder, FaceBox, decode_image, index_of_largest,
+};
 use facematch_datasets::shard::sha256_hex;
 use facematch_datasets::{FaceSource, S3Options, Storage};
 use postgres::Client;
@@ -109,11 +111,13 @@ pub fn add_faces(
             prepared.push(Prepared::Known(known));
             continue;
         }
+        // Decoded before the models load: a broken photo fails at once.
+        let decoded = decode_image(image, &bytes, DecodeLimits::default())?;
         if loaded.is_none() {
             loaded = Some(encoder()?);
         }
         let encoder = loaded.as_ref().expect("loaded above");
-        let mut photo = encode_photo(encoder, image, &bytes, DecodeLimits::default())?;
+        let mut photo = EncodedPhoto::encode(encoder, sha256, &decoded);
         if photo.faces.is_empty() {
             bail!("image {image}: no face found; nothing was added");
         }
@@ -138,7 +142,8 @@ pub fn add_faces(
         Owner::User(name) => (None, Some(registry::user_id(&mut tx, name)?)),
         Owner::Anonymous => (None, None),
     };
-    let mut next_id = registry::allocate_face_ids(&mut tx, new_faces as i64)?;
+    let mut next_id = registry::lock_next_face_id(&mut tx)?;
+    registry::reserve_face_ids(&mut tx, next_id, new_faces as i64)?;
     let (mut added, mut rows, mut images, mut stored) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (image, prepared) in request.images.iter().zip(prepared) {
@@ -235,16 +240,21 @@ fn known_faces(
         })
         .collect();
     if largest && faces.len() > 1 {
-        let area = |f: &AddedFace| {
-            f.bbox.as_ref().filter(|b| b.len() == 4).map_or(0, |b| {
-                i64::from(b[2] - b[0] + 1) * i64::from(b[3] - b[1] + 1)
-            })
-        };
-        let best = faces
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, f)| (area(f), std::cmp::Reverse(*i)))
-            .map_or(0, |(i, _)| i);
+        let boxes = faces.iter().map(|f| match f.bbox.as_deref() {
+            Some(&[left, top, right, bottom]) => FaceBox {
+                left: left.into(),
+                top: top.into(),
+                right: right.into(),
+                bottom: bottom.into(),
+            },
+            _ => FaceBox {
+                left: 0,
+                top: 0,
+                right: -1,
+                bottom: -1,
+            },
+        });
+        let best = index_of_largest(boxes).unwrap_or(0);
         faces = vec![faces.swap_remove(best)];
     }
     Ok(faces)
@@ -252,10 +262,6 @@ fn known_faces(
 
 /// `ab/abcdef….jpg`: content-addressed, keeping the photo's extension.
 fn store_key(image: &str, sha256: &str) -> String {
-    let ext = image
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .filter(|e| crate::build::PHOTO_EXTENSIONS.contains(&e.as_str()))
-        .unwrap_or_else(|| "img".into());
+    let ext = crate::build::photo_extension(image).unwrap_or_else(|| "img".into());
     format!("{}/{sha256}.{ext}", &sha256[..2])
 }

@@ -174,22 +174,46 @@ pub fn requeue(
     max_attempts: i32,
     reason: &str,
 ) -> Result<(u64, u64)> {
-    let rows = client.query(
-        "UPDATE histories
-            SET status = CASE WHEN attempts >= $3 THEN 'ERROR' ELSE 'PENDING' END,
-                output = CASE WHEN attempts >= $3
-                              THEN format('%s; gave up after %s attempts', $4::text, attempts) END,
-                finished_at = CASE WHEN attempts >= $3 THEN now() END,
-                lease_expires_at = NULL
-          WHERE id = ANY($1) AND run_id = $2 AND status = 'RUNNING'
-      RETURNING status",
-        &[&ids, &run_id, &max_attempts, &reason],
+    let rows = requeue_matching(
+        client,
+        "id = ANY($2) AND run_id = $3",
+        "$4::text",
+        &[&max_attempts, &ids, &run_id, &reason],
     )?;
+    Ok(count_requeued(&rows))
+}
+
+/// Sends the RUNNING histories matching `condition` back to PENDING, or to ERROR once they have
+/// had `$1` attempts, with `reason` (an SQL text expression) and the attempt count as the output.
+/// Returns each one's new status and run.
+fn requeue_matching(
+    client: &mut impl postgres::GenericClient,
+    condition: &str,
+    reason: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Vec<postgres::Row>> {
+    Ok(client.query(
+        &format!(
+            "UPDATE histories
+                SET status = CASE WHEN attempts >= $1 THEN 'ERROR' ELSE 'PENDING' END,
+                    output = CASE WHEN attempts >= $1
+                                  THEN format('%s; gave up after %s attempts', {reason}, attempts) END,
+                    finished_at = CASE WHEN attempts >= $1 THEN now() END,
+                    lease_expires_at = NULL
+              WHERE status = 'RUNNING' AND {condition}
+          RETURNING status, run_id"
+        ),
+        params,
+    )?)
+}
+
+/// (requeued, errored) among the rows of [`requeue_matching`].
+fn count_requeued(rows: &[postgres::Row]) -> (u64, u64) {
     let errored = rows
         .iter()
         .filter(|r| r.get::<_, String>(0) == "ERROR")
         .count() as u64;
-    Ok((rows.len() as u64 - errored, errored))
+    (rows.len() as u64 - errored, errored)
 }
 
 /// Histories per write transaction: large enough to amortise commits, small enough to keep
@@ -264,16 +288,10 @@ pub fn heartbeat(client: &mut Client, run_id: i64, lease: Duration) -> Result<()
 /// otherwise ERROR. Returns (requeued, errored).
 pub fn requeue_expired(client: &mut Client, max_attempts: i32) -> Result<(u64, u64)> {
     let mut tx = client.transaction()?;
-    let rows = tx.query(
-        "UPDATE histories
-            SET status = CASE WHEN attempts >= $1 THEN 'ERROR' ELSE 'PENDING' END,
-                output = CASE WHEN attempts >= $1
-                              THEN format('run %s stopped responding (lease expired); gave up after %s attempts', run_id, attempts)
-                              END,
-                finished_at = CASE WHEN attempts >= $1 THEN now() END,
-                lease_expires_at = NULL
-          WHERE status = 'RUNNING' AND lease_expires_at < now()
-      RETURNING status, run_id",
+    let rows = requeue_matching(
+        &mut tx,
+        "lease_expires_at < now()",
+        "format('run %s stopped responding (lease expired)', run_id)",
         &[&max_attempts],
     )?;
     let mut dead_runs: Vec<i64> = rows
@@ -288,11 +306,7 @@ pub fn requeue_expired(client: &mut Client, max_attempts: i32) -> Result<(u64, u
         &[&dead_runs],
     )?;
     tx.commit()?;
-    let errored = rows
-        .iter()
-        .filter(|r| r.get::<_, String>(0) == "ERROR")
-        .count() as u64;
-    Ok((rows.len() as u64 - errored, errored))
+    Ok(count_requeued(&rows))
 }
 
 /// A history with its results, for display.

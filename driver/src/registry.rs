@@ -102,15 +102,23 @@ pub fn resolve(
 ) -> Result<DatasetRow> {
     let row = match dataset {
         None => client
-            .query_opt(&format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE is_current"), &[])?
-            .ok_or_else(|| anyhow!("no current dataset: build, import or synth one first, or pass --dataset"))?,
-        Some(DatasetRef { name, version: None }) => client
             .query_opt(
-                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE name = $1 ORDER BY version DESC LIMIT 1"),
-                &[name],
+                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE is_current"),
+                &[],
             )?
-            .ok_or_else(|| anyhow!("no dataset named {name:?}"))?,
-        Some(DatasetRef { name, version: Some(v) }) => client
+            .ok_or_else(|| {
+                anyhow!("no current dataset: build, import or synth one first, or pass --dataset")
+            })?,
+        Some(DatasetRef {
+            name,
+            version: None,
+        }) => {
+            return latest(client, name)?.ok_or_else(|| anyhow!("no dataset named {name:?}"));
+        }
+        Some(DatasetRef {
+            name,
+            version: Some(v),
+        }) => client
             .query_opt(
                 &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE name = $1 AND version = $2"),
                 &[name, &(*v as i32)],
@@ -118,6 +126,19 @@ pub fn resolve(
             .ok_or_else(|| anyhow!("no dataset {name}@v{v}"))?,
     };
     Ok(DatasetRow::from_row(&row))
+}
+
+/// The latest version of `name`, if there is one.
+pub fn latest(client: &mut impl GenericClient, name: &str) -> Result<Option<DatasetRow>> {
+    Ok(client
+        .query_opt(
+            &format!(
+                "SELECT {DATASET_COLUMNS} FROM datasets WHERE name = $1 ORDER BY version DESC LIMIT 1"
+            ),
+            &[&name],
+        )?
+        .as_ref()
+        .map(DatasetRow::from_row))
 }
 
 /// The next free version number of `name`.
@@ -449,29 +470,33 @@ pub fn register_version(
     complete_dataset_row(tx, dataset_id, make_current, manifest)
 }
 
-/// Reserves `count` consecutive ids for new photo faces and returns the first. Ids continue after
-/// every id in use (imported ids included) and never below 120000, the old system's first user
-/// face. The lock is held until the transaction ends, so concurrent allocations queue.
-pub fn allocate_face_ids(tx: &mut impl GenericClient, count: i64) -> Result<i64> {
+/// Locks face-id allocation until the transaction ends (concurrent allocations queue) and returns
+/// the next free id for new photo faces: after every id in use (imported ids included) and never
+/// below 120000, the old system's first user face.
+pub fn lock_next_face_id(tx: &mut impl GenericClient) -> Result<i64> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('facematch.face_ids'))",
         &[],
     )?;
-    let first: i64 = tx
+    Ok(tx
         .query_one(
             "SELECT greatest(
                  coalesce((SELECT max(id) FROM faces), 0) + 1,
                  (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM faces_user_id_seq))",
             &[],
         )?
-        .get(0);
+        .get(0))
+}
+
+/// Marks `first..first + count` as used (under the lock of [`lock_next_face_id`]).
+pub fn reserve_face_ids(tx: &mut impl GenericClient, first: i64, count: i64) -> Result<()> {
     if count > 0 {
         tx.execute(
             "SELECT setval('faces_user_id_seq', $1)",
             &[&(first + count - 1)],
         )?;
     }
-    Ok(first)
+    Ok(())
 }
 
 /// The id of the actor called `name`, created if new.

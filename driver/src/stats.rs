@@ -89,8 +89,7 @@ fn mean_encoding(dataset: &DatasetRow, s3: &S3Options) -> Result<(u64, Vec<f64>)
     let mut sum = vec![0f64; dim];
     let mut count = 0u64;
     for shard in &manifest.shards {
-        let uri = storage.uri_of(&shard.path);
-        for batch in ShardReader::open(&uri, storage.get(&shard.path)?, shard, dim)? {
+        for batch in ShardReader::fetch(&storage, shard, dim)? {
             let batch = batch?;
             for row in batch.values().chunks_exact(dim) {
                 for (s, v) in sum.iter_mut().zip(row) {

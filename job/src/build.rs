@@ -300,11 +300,15 @@ fn build_worker(
                         && let Some(cap) = cap.take()
                     {
                         let mut session = output.session(&cap);
+                        // One storage handle (one S3 client) for all of this worker's shards.
+                        let storage = Storage::open(&write_spec.output_root, &write_spec.s3)
+                            .map_err(|e| e.to_string());
                         for (shard, records) in std::mem::take(&mut shards) {
-                            session.give(BuildItem::Shard(
-                                shard,
-                                write_shard(&write_spec, shard, records),
-                            ));
+                            let written = storage
+                                .as_ref()
+                                .map_err(Clone::clone)
+                                .and_then(|s| write_shard(&write_spec, s, shard, records));
+                            session.give(BuildItem::Shard(shard, written));
                         }
                     }
                 }
@@ -441,12 +445,7 @@ impl PhotoEncoder {
         };
         // A photo without a face stays `Encoded` (with no faces) so the dataset remembers it
         // and the next build skips it; it is reported as a failure all the same.
-        PhotoOutcome::Encoded(EncodedPhoto {
-            sha256,
-            width: image.width(),
-            height: image.height(),
-            faces: encoder.encode(&image),
-        })
+        PhotoOutcome::Encoded(EncodedPhoto::encode(encoder, sha256, &image))
     }
 }
 
@@ -509,6 +508,7 @@ fn place(
 /// Writes shard `n` of the build.
 fn write_shard(
     spec: &BuildSpec,
+    storage: &Storage,
     n: usize,
     mut records: Vec<FaceRecord>,
 ) -> Result<ShardInfo, String> {
@@ -525,9 +525,7 @@ fn write_shard(
         bytes: data.len() as u64,
         sha256: sha256_hex(&data),
     };
-    Storage::open(&spec.output_root, &spec.s3)
-        .and_then(|storage| storage.put(&key, data))
-        .map_err(|e| e.to_string())?;
+    storage.put(&key, data).map_err(|e| e.to_string())?;
     Ok(info)
 }
 

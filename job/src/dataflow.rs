@@ -336,9 +336,7 @@ impl ScanState {
                 Storage::open(&self.spec.root_uri, &self.spec.s3).map_err(|e| e.to_string())
             })
             .clone()?;
-        let uri = storage.uri_of(&info.path);
-        let data = storage.get(&info.path).map_err(|e| e.to_string())?;
-        let reader = ShardReader::open(&uri, data, info, self.spec.manifest.dim)
+        let reader = ShardReader::fetch(&storage, info, self.spec.manifest.dim)
             .map_err(|e| e.to_string())?;
         for batch in reader {
             let batch = batch.map_err(|e| e.to_string())?;

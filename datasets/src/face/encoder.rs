@@ -129,6 +129,29 @@ pub struct DetectedFace {
     pub encoding: Vec<f32>,
 }
 
+/// The model files one set of options needs, each checked to exist.
+struct ModelFiles {
+    cnn_detector: Option<std::path::PathBuf>,
+    landmarks: std::path::PathBuf,
+    network: std::path::PathBuf,
+}
+
+impl ModelFiles {
+    fn find(models: &ModelPaths, options: EncoderOptions) -> Result<ModelFiles> {
+        Ok(ModelFiles {
+            cnn_detector: match options.detector {
+                Detector::Hog => None,
+                Detector::Cnn => Some(models.cnn_detector()?),
+            },
+            landmarks: match options.landmarks {
+                Landmarks::Five => models.landmarks_5()?,
+                Landmarks::SixtyEight => models.landmarks_68()?,
+            },
+            network: models.encoder()?,
+        })
+    }
+}
+
 enum DetectorModel {
     Hog(FaceDetector),
     Cnn(Box<FaceDetectorCnn>),
@@ -146,20 +169,16 @@ impl Encoder {
     /// Loads the models `options` need from `models`.
     pub fn load(models: &ModelPaths, options: EncoderOptions) -> Result<Encoder> {
         let load_error = |what: &str, e: String| DatasetError::Models(format!("{what}: {e}"));
-        let detector = match options.detector {
-            Detector::Hog => DetectorModel::Hog(FaceDetector::new()),
-            Detector::Cnn => DetectorModel::Cnn(Box::new(
-                FaceDetectorCnn::open(models.cnn_detector()?)
-                    .map_err(|e| load_error("CNN detector", e))?,
+        let files = ModelFiles::find(models, options)?;
+        let detector = match files.cnn_detector {
+            None => DetectorModel::Hog(FaceDetector::new()),
+            Some(path) => DetectorModel::Cnn(Box::new(
+                FaceDetectorCnn::open(path).map_err(|e| load_error("CNN detector", e))?,
             )),
         };
-        let landmark_file = match options.landmarks {
-            Landmarks::Five => models.landmarks_5()?,
-            Landmarks::SixtyEight => models.landmarks_68()?,
-        };
-        let landmarks = LandmarkPredictor::open(landmark_file)
+        let landmarks = LandmarkPredictor::open(files.landmarks)
             .map_err(|e| load_error("landmark predictor", e))?;
-        let network = FaceEncoderNetwork::open(models.encoder()?)
+        let network = FaceEncoderNetwork::open(files.network)
             .map_err(|e| load_error("encoder network", e))?;
         Ok(Encoder {
             detector,
@@ -167,6 +186,12 @@ impl Encoder {
             network,
             options,
         })
+    }
+
+    /// Checks that `models` holds every file `options` need, without loading any (seconds
+    /// saved before a long job finds out a model is missing).
+    pub fn check_models(models: &ModelPaths, options: EncoderOptions) -> Result<()> {
+        ModelFiles::find(models, options).map(|_| ())
     }
 
     /// The options the encoder was loaded with.

@@ -12,4 +12,4 @@ pub use encoder::{
     DetectedFace, Detector, Encoder, EncoderOptions, FaceBox, Landmarks, use_one_blas_thread,
 };
 pub use models::ModelPaths;
-pub use photo::{EncodedPhoto, encode_photo};
+pub use photo::{EncodedPhoto, encode_photo, index_of_largest};
