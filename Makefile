@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/debug/facematch
 
-.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput clean-local
+.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput infra-check clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -22,9 +22,14 @@ build: setup
 demo: build
 	@scripts/demo.sh
 
-## test: every test, against a throwaway Postgres started here and stopped at the end
+## test: every test, against a throwaway Postgres started here and stopped at the end; then infra-check
 test: setup
 	@scripts/test.sh
+	@scripts/infra-check.sh
+
+## infra-check: terraform fmt -check and checkov (venv, --skip-download) on infra/terraform
+infra-check:
+	@scripts/infra-check.sh
 
 ## lint: formatting check and clippy with warnings as errors
 lint:

@@ -209,7 +209,7 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
 }
 
 /// Waits for the run folder under `tmp` in which every one of `processes` has registered, and
-/// returns their pids.
+/// returns their pids in process order.
 fn registered_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i32> {
     loop {
         assert!(
@@ -225,12 +225,17 @@ fn registered_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i3
                     .starts_with("facematch-run-")
             })
             .collect();
+        // Process 0 publishes the member list (address and pid, in process order) once every
+        // process has registered.
         if let Some(run) = runs.first() {
-            let pids: Vec<i32> = (0..processes)
-                .filter_map(|i| std::fs::read_to_string(run.path().join(format!("peers/{i}"))).ok())
-                .filter_map(|text| text.lines().nth(1).and_then(|p| p.parse().ok()))
-                .collect();
-            if pids.len() == processes {
+            let members = std::fs::read(run.path().join("run/cluster.json")).unwrap_or_default();
+            if let Ok(members) = serde_json::from_slice::<Vec<serde_json::Value>>(&members) {
+                let pids: Vec<i32> = members
+                    .iter()
+                    .filter_map(|m| m["pid"].as_i64())
+                    .map(|p| p as i32)
+                    .collect();
+                assert_eq!(pids.len(), processes, "{members:?}");
                 return pids;
             }
         }

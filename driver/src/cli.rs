@@ -25,6 +25,8 @@ use std::time::Duration;
 
 /// Exit code when the command worked but some history ended in ERROR (or the run failed).
 pub const EXIT_HISTORY_ERROR: u8 = 3;
+/// Exit code when the planner refused the runner (nothing was claimed).
+pub const EXIT_PLAN_REFUSED: u8 = 4;
 
 /// facematch: finds the faces most like a given face, exactly, over a whole dataset, in batch.
 #[derive(Debug, Parser)]
@@ -113,6 +115,9 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// EMR clusters: status and termination.
+    #[command(subcommand)]
+    Emr(crate::emr::cli::EmrCommand),
     /// Run the PENDING histories as one batch every period (windows are never run twice, even by
     /// several schedulers on one database); SIGTERM finishes the current window and exits.
     Schedule {
@@ -147,20 +152,26 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("run").required(true).args(["rendezvous", "pool"])))]
 struct WorkerArgs {
     /// The run's rendezvous: a folder or s3://bucket/prefix holding spec.json.
     #[arg(long)]
-    rendezvous: String,
-    /// This process's index, 0-based (process 0 writes the output).
+    rendezvous: Option<String>,
+    /// A pool (folder or s3://bucket/prefix) whose `current` names the run to join; without a
+    /// run there within --connect-timeout the process exits 0.
     #[arg(long)]
-    process: usize,
-    /// Number of processes in the cluster.
+    pool: Option<String>,
+    /// This process's index, 0-based (process 0 assembles the cluster and writes the output).
+    /// Without it the process joins at whichever position process 0 gives it.
+    #[arg(long, requires = "processes")]
+    process: Option<usize>,
+    /// Number of processes in the cluster (with --process).
     #[arg(long)]
-    processes: usize,
+    processes: Option<usize>,
     /// Timely worker threads in this process.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Address the other processes reach this one at.
+    /// Address the other processes reach this one at; `auto` is this machine's host name.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Seconds to wait for the other processes before giving up, naming the missing ones.
@@ -168,7 +179,7 @@ struct WorkerArgs {
     connect_timeout: u64,
     /// The processes' host:port, one per line in process order, instead of registering in the
     /// rendezvous (which then only carries the job and its output).
-    #[arg(long)]
+    #[arg(long, requires = "process")]
     hostfile: Option<PathBuf>,
 }
 
@@ -401,6 +412,11 @@ struct RunArgs {
     /// processes runner: hand the workers a hostfile instead of letting them register.
     #[arg(long)]
     hostfile: bool,
+    /// Run on a cluster even when the planner says this machine alone would finish first.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    emr: Box<crate::emr::cli::EmrArgs>,
 }
 
 fn default_workers() -> usize {
@@ -421,7 +437,19 @@ impl RunArgs {
             lease: Duration::from_secs(self.lease_secs.max(1)),
             max_attempts: self.max_attempts.max(1),
             s3: global.s3(),
+            print_plan: true,
+            force: self.force,
         })
+    }
+
+    fn runner(&self, global: &Global) -> Result<Box<dyn crate::runner::Runner>> {
+        let s3 = global.s3();
+        self.runner
+            .parse::<RunnerKind>()
+            .map_err(anyhow::Error::msg)?
+            .build(self.workers, &s3, self.hostfile, &|| {
+                self.emr.options(self.workers, &s3)
+            })
     }
 }
 
@@ -505,7 +533,11 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<crate::run::PlanRefused>().is_some() {
+                ExitCode::from(EXIT_PLAN_REFUSED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -547,11 +579,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(args) => {
-            let runner = args
-                .runner
-                .parse::<RunnerKind>()
-                .map_err(anyhow::Error::msg)?
-                .build(args.workers, &g.s3(), args.hostfile);
+            let runner = args.runner(g)?;
             let summary = run_pending(
                 &g.database_url()?,
                 runner.as_ref(),
@@ -571,11 +599,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let mut client = db::connect_migrated(&url)?;
             let face = query.face_id(g, &mut client, run.dataset.as_deref())?;
             let id = histories::submit(&mut client, &query.submission(face))?;
-            let runner = run
-                .runner
-                .parse::<RunnerKind>()
-                .map_err(anyhow::Error::msg)?
-                .build(run.workers, &g.s3(), run.hostfile);
+            let runner = run.runner(g)?;
             let scope = ClaimScope {
                 only: Some(vec![id]),
                 limit: None,
@@ -609,12 +633,26 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Worker(args) => {
+            use crate::cluster::{Position, RunSource};
+            let run = match (args.rendezvous, args.pool) {
+                (Some(uri), _) => RunSource::Rendezvous(uri),
+                (None, Some(uri)) => RunSource::Pool(uri),
+                (None, None) => bail!("give --rendezvous or --pool"),
+            };
+            let position = match (args.process, args.processes) {
+                (Some(process), Some(processes)) => Position::Index { process, processes },
+                _ => Position::Join,
+            };
+            let host = if args.host == "auto" {
+                crate::cluster::host_name()?
+            } else {
+                args.host
+            };
             crate::cluster::run_worker_process(&crate::cluster::WorkerOptions {
-                rendezvous: args.rendezvous,
-                process: args.process,
-                processes: args.processes,
+                run,
+                position,
                 threads: args.threads,
-                host: args.host,
+                host,
                 connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
                 s3: g.s3(),
                 hostfile: args.hostfile,
@@ -635,11 +673,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             if every.is_zero() {
                 bail!("--every must be positive");
             }
-            let runner = run
-                .runner
-                .parse::<RunnerKind>()
-                .map_err(anyhow::Error::msg)?
-                .build(run.workers, &g.s3(), run.hostfile);
+            let runner = run.runner(g)?;
             let options = run.options(g, ClaimScope::default())?;
             let json = g.json;
             crate::schedule::schedule(
@@ -660,6 +694,14 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                     }
                 },
             )?;
+        }
+        Command::Emr(cmd) => {
+            let (json, text) = crate::emr::cli::emr_command(cmd, g.s3_region.as_deref())?;
+            if g.json {
+                print_json(&json)?;
+            } else {
+                print!("{text}");
+            }
         }
         Command::Show { id } => {
             let view = histories::load(&mut g.client()?, id)?;

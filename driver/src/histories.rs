@@ -76,6 +76,17 @@ pub struct ClaimScope {
     pub limit: Option<i64>,
 }
 
+/// How many PENDING histories a claim with `scope` would take now (the planner's count).
+pub fn count_claimable(client: &mut Client, scope: &ClaimScope) -> Result<u64> {
+    let row = client.query_one(
+        "SELECT count(*) FROM (SELECT 1 FROM histories
+                                WHERE status = 'PENDING' AND ($1::bigint[] IS NULL OR id = ANY($1))
+                                LIMIT $2) picked",
+        &[&scope.only, &scope.limit],
+    )?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
 /// Claims PENDING histories for run `run_id` in one transaction: locks them with `FOR UPDATE SKIP
 /// LOCKED` (so concurrent runs split the set and never share a history), marks them RUNNING with
 /// their `run_params`, and ends invalid ones in ERROR straight away.

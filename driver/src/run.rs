@@ -3,7 +3,7 @@
 
 use crate::histories::{self, ClaimScope};
 use crate::registry;
-use crate::runner::{Runner, WorkerLost};
+use crate::runner::{ClusterStatus, RunContext, Runner, WorkerLost};
 use anyhow::Result;
 use facematch_datasets::{DatasetRef, S3Options};
 use facematch_job::JobSpec;
@@ -25,7 +25,16 @@ pub struct RunOptions {
     pub max_attempts: i32,
     /// S3 access for the dataset.
     pub s3: S3Options,
+    /// Print the planner's estimate before claiming.
+    pub print_plan: bool,
+    /// Run on a remote cluster even when this machine would finish first.
+    pub force: bool,
 }
+
+/// The planner refused the run: nothing was claimed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanRefused(pub String);
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -35,6 +44,8 @@ impl Default for RunOptions {
             lease: Duration::from_secs(300),
             max_attempts: 3,
             s3: S3Options::default(),
+            print_plan: false,
+            force: false,
         }
     }
 }
@@ -72,6 +83,8 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// Ids of the histories this run ended (finished or errored), ascending.
     pub history_ids: Vec<i64>,
+    /// The planner's estimate.
+    pub plan: Option<crate::planner::Plan>,
 }
 
 /// Runs every claimable PENDING history (within `options.scope`) in one pass on `runner`.
@@ -98,6 +111,30 @@ pub fn run_pending(
     let dataset = registry::resolve(&mut client, options.dataset.as_ref())?;
     let (storage, manifest) = dataset.load_manifest(&options.s3)?;
     summary.dataset = dataset.label();
+    runner.check(storage.root_uri())?;
+    let pending = histories::count_claimable(&mut client, &options.scope)?;
+    if pending > 0 {
+        let local_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let plan = crate::planner::plan(
+            manifest.count,
+            pending,
+            manifest.dim,
+            runner.capacity(),
+            local_threads,
+            crate::planner::measure_rate(manifest.dim),
+        );
+        if options.print_plan {
+            eprintln!("{}", plan.describe(&summary.runner));
+        }
+        if plan.slower_than_local && !options.force {
+            return Err(PlanRefused(format!(
+                "refusing {}: this machine alone would finish in {:.1} s, before the cluster                  has started (≈ {:.0} s); run inline, or pass --force",
+                summary.runner, plan.local_secs, plan.startup_secs
+            ))
+            .into());
+        }
+        summary.plan = Some(plan);
+    }
 
     let claim_started = Instant::now();
     let run_id: i64 = client
@@ -139,7 +176,10 @@ pub fn run_pending(
             queries: claim.queries,
         });
         let scan_started = Instant::now();
-        let outcome = with_heartbeat(database_url, run_id, options.lease, || runner.execute(spec));
+        let context = JobRunRecorder::new(database_url, run_id);
+        let outcome = with_heartbeat(database_url, run_id, options.lease, || {
+            runner.execute(spec, &context)
+        });
         summary.scan_ms = scan_started.elapsed().as_millis() as u64;
         let write_started = Instant::now();
         match outcome {
@@ -184,6 +224,65 @@ pub fn run_pending(
         ],
     )?;
     Ok(summary)
+}
+
+/// Records a remote runner's cluster and step in the run's `job_runs` row, on a connection of
+/// its own (the run's is busy with the claim).
+struct JobRunRecorder {
+    url: String,
+    run_id: i64,
+    client: std::sync::Mutex<Option<postgres::Client>>,
+}
+
+impl JobRunRecorder {
+    fn new(url: &str, run_id: i64) -> JobRunRecorder {
+        JobRunRecorder {
+            url: url.to_string(),
+            run_id,
+            client: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn try_record(&self, status: &ClusterStatus) -> Result<()> {
+        let mut guard = self
+            .client
+            .lock()
+            .map_err(|_| anyhow::anyhow!("recorder poisoned"))?;
+        if guard.is_none() {
+            *guard = Some(crate::db::connect(&self.url)?);
+        }
+        if let Some(client) = guard.as_mut() {
+            client.execute(
+                "UPDATE job_runs SET cluster_id = $2, step_id = $3, cluster_state = $4,
+                        step_state = $5, cluster_started_here = $6
+                  WHERE id = $1",
+                &[
+                    &self.run_id,
+                    &status.cluster_id,
+                    &status.step_id,
+                    &status.cluster_state,
+                    &status.step_state,
+                    &status.started_here,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl RunContext for JobRunRecorder {
+    fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    fn record(&self, status: &ClusterStatus) {
+        if let Err(e) = self.try_record(status) {
+            tracing::warn!(
+                run_id = self.run_id,
+                "cannot record the cluster state: {e:#}"
+            );
+        }
+    }
 }
 
 /// Runs `work` while a side thread keeps the run's lease alive, so no other run requeues its

@@ -2,7 +2,7 @@
 //! [`crate::run`] hands a [`JobSpec`] to a [`Runner`] and gets worker 0's [`JobOutput`] back,
 //! whichever runner executed it.
 
-use crate::cluster::Rendezvous;
+use crate::cluster::{Pool, Rendezvous, indexed_args, joiner_args};
 use anyhow::{Context, Result, anyhow};
 use facematch_datasets::S3Options;
 use facematch_job::{JobOutput, JobSpec, run_job};
@@ -16,12 +16,63 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct WorkerLost(pub String);
 
+/// Where a remote runner's job is, as `job_runs` records it while the run goes on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterStatus {
+    /// Cluster id (EMR `j-…`).
+    pub cluster_id: String,
+    /// The step running process 0.
+    pub step_id: Option<String>,
+    /// Last cluster state seen.
+    pub cluster_state: String,
+    /// Last step state seen.
+    pub step_state: Option<String>,
+    /// Whether this run started the cluster (and so terminates it).
+    pub started_here: bool,
+}
+
+/// The run a runner executes for.
+pub trait RunContext {
+    /// `job_runs.id`.
+    fn run_id(&self) -> i64;
+    /// Records where the job is (called on every change).
+    fn record(&self, status: &ClusterStatus);
+}
+
+/// A context that records nothing (tests, one-off runs).
+pub struct NoContext;
+
+impl RunContext for NoContext {
+    fn run_id(&self) -> i64 {
+        0
+    }
+    fn record(&self, _: &ClusterStatus) {}
+}
+
+/// What the planner needs to know about a runner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// Timely worker threads in all.
+    pub threads: usize,
+    /// Time before the first face is scored (cluster start-up).
+    pub startup: std::time::Duration,
+    /// Whether it runs on machines other than this one.
+    pub remote: bool,
+}
+
 /// Executes one pass of the job somewhere.
 pub trait Runner {
     /// What `run_params` and `job_runs` record, e.g. `inline:2`.
     fn label(&self) -> String;
+    /// Parallelism and start-up, for the planner.
+    fn capacity(&self) -> Capacity;
+    /// Checks, before anything is claimed, that this runner can run a job on the dataset at
+    /// `dataset_root`.
+    fn check(&self, _dataset_root: &str) -> Result<()> {
+        Ok(())
+    }
     /// Runs the dataflow to completion and returns its output (results for every query).
-    fn execute(&self, spec: Arc<JobSpec>) -> Result<JobOutput>;
+    fn execute(&self, spec: Arc<JobSpec>, context: &dyn RunContext) -> Result<JobOutput>;
 }
 
 /// One process, `workers` timely worker threads.
@@ -36,7 +87,15 @@ impl Runner for InlineRunner {
         format!("inline:{}", self.workers)
     }
 
-    fn execute(&self, spec: Arc<JobSpec>) -> Result<JobOutput> {
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            threads: self.workers.max(1),
+            startup: Duration::ZERO,
+            remote: false,
+        }
+    }
+
+    fn execute(&self, spec: Arc<JobSpec>, _: &dyn RunContext) -> Result<JobOutput> {
         let output = run_job(
             spec,
             facematch_job::timely::Config::process(self.workers.max(1)),
@@ -67,7 +126,15 @@ impl Runner for ProcessesRunner {
         format!("processes:{}x{}{discovery}", self.processes, self.threads)
     }
 
-    fn execute(&self, spec: Arc<JobSpec>) -> Result<JobOutput> {
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            threads: self.processes * self.threads,
+            startup: Duration::from_millis(100),
+            remote: false,
+        }
+    }
+
+    fn execute(&self, spec: Arc<JobSpec>, _: &dyn RunContext) -> Result<JobOutput> {
         let dir = std::env::temp_dir().join(format!(
             "facematch-run-{}-{}",
             std::process::id(),
@@ -84,49 +151,64 @@ impl Runner for ProcessesRunner {
 }
 
 impl ProcessesRunner {
-    /// The arguments of worker process `index` (what a cluster host or an EMR step runs).
-    pub fn worker_args(&self, rendezvous: &str, index: usize) -> Vec<String> {
-        vec![
-            "worker".into(),
-            "--rendezvous".into(),
-            rendezvous.into(),
-            "--process".into(),
-            index.to_string(),
-            "--processes".into(),
-            self.processes.to_string(),
-            "--threads".into(),
-            self.threads.to_string(),
-            "--connect-timeout".into(),
-            self.connect_timeout.as_secs().max(1).to_string(),
-        ]
+    /// The arguments of worker process `index` (the very commands an EMR cluster runs: process 0
+    /// as its step, the others as its bootstrap-started workers). `dir` holds the pool and, in
+    /// `dir/run`, the run's rendezvous.
+    fn worker_args(&self, dir: &std::path::Path, index: usize) -> Vec<String> {
+        let rendezvous = dir.join("run").display().to_string();
+        let hostfile = dir.join("hosts").display().to_string();
+        match (index, self.hostfile) {
+            (_, true) => {
+                let mut args = indexed_args(
+                    &rendezvous,
+                    index,
+                    self.processes,
+                    self.threads,
+                    LOCALHOST,
+                    self.connect_timeout,
+                );
+                args.extend(["--hostfile".into(), hostfile]);
+                args
+            }
+            (0, false) => indexed_args(
+                &rendezvous,
+                0,
+                self.processes,
+                self.threads,
+                LOCALHOST,
+                self.connect_timeout,
+            ),
+            (_, false) => joiner_args(
+                &dir.display().to_string(),
+                self.threads,
+                LOCALHOST,
+                self.connect_timeout,
+            ),
+        }
     }
 
     fn run_in(&self, dir: &std::path::Path, spec: &JobSpec) -> Result<JobOutput> {
-        let rendezvous = Rendezvous::open(&dir.display().to_string(), &self.s3)?;
+        let rendezvous = Rendezvous::open(&dir.join("run").display().to_string(), &self.s3)?;
         rendezvous.publish_spec(spec)?;
+        Pool::open(&dir.display().to_string(), &self.s3)?.point_at(rendezvous.uri())?;
         let exe = std::env::current_exe().context("cannot find the facematch executable")?;
-        let hostfile = dir.join("hosts");
         if self.hostfile {
             // Free ports picked here; a port taken in between makes that worker fail, and the run
             // with it (as a cluster host whose port is busy would).
             let mut lines = String::new();
             for _ in 0..self.processes {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                let port = std::net::TcpListener::bind((LOCALHOST, 0))?
                     .local_addr()?
                     .port();
-                lines.push_str(&format!("127.0.0.1:{port}\n"));
+                lines.push_str(&format!("{LOCALHOST}:{port}\n"));
             }
-            std::fs::write(&hostfile, lines)?;
+            std::fs::write(dir.join("hosts"), lines)?;
         }
         let mut children: Vec<(usize, Child)> = Vec::new();
         for index in 0..self.processes {
             let log = std::fs::File::create(dir.join(format!("worker-{index}.log")))?;
-            let mut args = self.worker_args(&dir.display().to_string(), index);
-            if self.hostfile {
-                args.extend(["--hostfile".into(), hostfile.display().to_string()]);
-            }
             let child = Command::new(&exe)
-                .args(args)
+                .args(self.worker_args(dir, index))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -182,6 +264,9 @@ impl ProcessesRunner {
     }
 }
 
+/// Where local worker processes listen.
+const LOCALHOST: &str = "127.0.0.1";
+
 /// Kills and reaps every process still running.
 fn stop_all(children: &mut [(usize, Child)]) {
     for (_, child) in children.iter_mut() {
@@ -199,15 +284,18 @@ pub enum RunnerKind {
     Inline,
     /// [`ProcessesRunner`] with this many processes and, if given, threads per process.
     Processes(usize, Option<usize>),
+    /// [`crate::emr::EmrRunner`].
+    Emr,
 }
 
 impl FromStr for RunnerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let usage =
-            || format!("unknown runner {s:?} (available: inline, processes:N, processes:NxW)");
+            || format!("unknown runner {s:?} (available: inline, processes:N, processes:NxW, emr)");
         match s.split_once(':') {
             None if s == "inline" => Ok(RunnerKind::Inline),
+            None if s == "emr" => Ok(RunnerKind::Emr),
             Some(("processes", shape)) => {
                 let positive = |v: &str| v.parse::<usize>().ok().filter(|n| *n > 0);
                 match shape.split_once('x') {
@@ -224,9 +312,16 @@ impl FromStr for RunnerKind {
 }
 
 impl RunnerKind {
-    /// Builds the runner; `workers` is the thread count per process unless the kind names one.
-    pub fn build(self, workers: usize, s3: &S3Options, hostfile: bool) -> Box<dyn Runner> {
-        match self {
+    /// Builds the runner; `workers` is the thread count per process unless the kind names one;
+    /// `emr` gives the EMR runner's options.
+    pub fn build(
+        self,
+        workers: usize,
+        s3: &S3Options,
+        hostfile: bool,
+        emr: &dyn Fn() -> Result<crate::emr::EmrOptions>,
+    ) -> Result<Box<dyn Runner>> {
+        Ok(match self {
             RunnerKind::Inline => Box::new(InlineRunner { workers }),
             RunnerKind::Processes(processes, threads) => Box::new(ProcessesRunner {
                 processes,
@@ -235,7 +330,8 @@ impl RunnerKind {
                 s3: s3.clone(),
                 hostfile,
             }),
-        }
+            RunnerKind::Emr => Box::new(crate::emr::EmrRunner::new(emr()?)?),
+        })
     }
 }
 
@@ -246,6 +342,7 @@ mod tests {
     #[test]
     fn runner_names_parse() {
         assert_eq!("inline".parse(), Ok(RunnerKind::Inline));
+        assert_eq!("emr".parse(), Ok(RunnerKind::Emr));
         assert_eq!("processes:3".parse(), Ok(RunnerKind::Processes(3, None)));
         assert_eq!(
             "processes:2x4".parse(),
@@ -255,7 +352,7 @@ mod tests {
             "processes:0",
             "processes:2x0",
             "processes:",
-            "emr",
+            "emr:2",
             "processes:x2",
         ] {
             assert!(bad.parse::<RunnerKind>().is_err(), "{bad}");

@@ -9,24 +9,7 @@
 use crate::run::{RunOptions, RunSummary, run_pending};
 use crate::runner::Runner;
 use anyhow::Result;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_signal: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Makes SIGTERM and SIGINT ask the scheduler to stop after the current window.
-fn install_signal_handlers() {
-    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
-    }
-}
 
 /// One window: its key and the time it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +136,7 @@ pub fn schedule(
     once: bool,
     mut report: impl FnMut(&WindowReport),
 ) -> Result<()> {
-    install_signal_handlers();
+    crate::signals::install();
     loop {
         let window = window_at(now_secs(), every);
         match run_window(database_url, runner, options, &window) {
@@ -166,12 +149,12 @@ pub fn schedule(
             return Ok(());
         }
         while now_secs() < window.end {
-            if STOP.load(Ordering::SeqCst) {
+            if crate::signals::stop_requested() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        if STOP.load(Ordering::SeqCst) {
+        if crate::signals::stop_requested() {
             return Ok(());
         }
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod bad_images;
+pub mod moto;
 pub mod reference;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -182,6 +183,21 @@ impl S3Server {
                 .await
                 .expect("put object");
         });
+    }
+
+    /// Reads one object through the S3 API.
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        let client = self.client();
+        self.runtime.block_on(async {
+            let out = client
+                .get_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+            out.body.collect().await.expect("object body").to_vec()
+        })
     }
 
     /// The folder behind the bucket.

@@ -1,0 +1,122 @@
+# EMR's roles, least privilege: the service role is AWS's v2 EMR policy (which only acts on
+# resources tagged for EMR); the nodes' instance profile reads and writes the facematch prefix and
+# the logs of this bucket, uses the key, and nothing else.
+
+data "aws_iam_policy_document" "emr_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["elasticmapreduce.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "emr_service" {
+  name               = "${local.name}-emr-service"
+  assume_role_policy = data.aws_iam_policy_document.emr_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "emr_service" {
+  role       = aws_iam_role.emr_service.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
+}
+
+# AmazonEMRServicePolicy_v2 may pass only roles it is told about.
+data "aws_iam_policy_document" "emr_service_pass" {
+  statement {
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.emr_instance.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "emr_service_pass" {
+  name   = "pass-instance-role"
+  role   = aws_iam_role.emr_service.id
+  policy = data.aws_iam_policy_document.emr_service_pass.json
+}
+
+data "aws_iam_policy_document" "ec2_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "emr_instance" {
+  name               = "${local.name}-emr-instance"
+  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+}
+
+resource "aws_iam_instance_profile" "emr_instance" {
+  name = "${local.name}-emr-instance"
+  role = aws_iam_role.emr_instance.name
+}
+
+data "aws_iam_policy_document" "emr_instance" {
+  # List only the facematch prefix (datasets live under it too: --dataset-root <prefix>/datasets).
+  statement {
+    sid       = "ListPrefix"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.data.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.prefix}/*"]
+    }
+  }
+  # Read datasets, the binary, the bootstrap script and run specs; write rendezvous entries,
+  # outputs and EMR logs.
+  statement {
+    sid       = "ReadWritePrefix"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = ["${aws_s3_bucket.data.arn}/${local.prefix}/*"]
+  }
+  statement {
+    sid       = "UseKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+    resources = [aws_kms_key.data.arn]
+  }
+  # The scheduled run's driver step reads the database credentials.
+  statement {
+    sid       = "ReadDatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_db_instance.main.master_user_secret[0].secret_arn]
+  }
+  # The scheduled run's driver step adds process 0's step to its own cluster and watches it.
+  statement {
+    sid = "OwnClusterSteps"
+    actions = [
+      "elasticmapreduce:AddJobFlowSteps",
+      "elasticmapreduce:DescribeCluster",
+      "elasticmapreduce:DescribeStep",
+      "elasticmapreduce:ListInstanceGroups",
+      "elasticmapreduce:ListSteps",
+    ]
+    resources = ["arn:${local.partition}:elasticmapreduce:${var.region}:${local.account_id}:cluster/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/facematch"
+      values   = ["worker"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "emr_instance" {
+  name   = "facematch-prefix"
+  role   = aws_iam_role.emr_instance.id
+  policy = data.aws_iam_policy_document.emr_instance.json
+}

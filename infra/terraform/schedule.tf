@@ -1,0 +1,235 @@
+# The scheduled run, AWS's equivalent of `facematch schedule` (SPEC section 6): EventBridge
+# Scheduler starts a Step Functions execution each period, which creates a cluster, runs one
+# batch on it, and terminates it — also when the batch fails (the Catch always terminates).
+#
+# The batch step runs on the primary node: `facematch run --runner emr --cluster-id <itself>`
+# claims the PENDING histories and adds timely process 0 as a second step (hence step concurrency
+# 2); the core nodes' bootstrap-started workers join through the cluster's pool. A cluster that
+# fails to start ends itself (TERMINATED_WITH_ERRORS), so CreateCluster's Catch goes straight to
+# Fail; and an idle cluster auto-terminates whatever happens to the execution.
+
+locals {
+  pool_args = [
+    var.worker_binary_uri, "worker", "--pool", "${local.prefix_uri}/pools/{cluster-id}",
+    "--threads", tostring(var.worker_threads), "--host", "auto", "--connect-timeout", "600",
+  ]
+  # The database password comes from the RDS-managed secret at run time, never from state.
+  batch_script = join("\n", [
+    "set -euo pipefail",
+    "secret=$(aws secretsmanager get-secret-value --secret-id '${aws_db_instance.main.master_user_secret[0].secret_arn}' --query SecretString --output text)",
+    "user=$(printf %s \"$secret\" | jq -r .username)",
+    "password=$(printf %s \"$secret\" | jq -r .password | jq -sRr @uri)",
+    "export DATABASE_URL=\"postgres://$user:$password@${aws_db_instance.main.address}:5432/facematch\"",
+    "cluster=$(jq -r .jobFlowId /mnt/var/lib/info/job-flow.json)",
+    "exec /usr/local/bin/facematch run --runner emr --cluster-id \"$cluster\" --emr-prefix '${local.prefix_uri}' --dataset-root '${local.prefix_uri}/datasets' --workers ${var.worker_threads} --force",
+  ])
+  cluster_request = {
+    Name                  = "${local.name}-scheduled"
+    ReleaseLabel          = var.emr_release_label
+    LogUri                = "${local.prefix_uri}/logs/"
+    ServiceRole           = aws_iam_role.emr_service.arn
+    JobFlowRole           = aws_iam_instance_profile.emr_instance.name
+    SecurityConfiguration = aws_emr_security_configuration.main.name
+    VisibleToAllUsers     = true
+    StepConcurrencyLevel  = 2
+    AutoTerminationPolicy = { IdleTimeout = 900 }
+    Tags                  = [{ Key = "facematch", Value = "worker" }, { Key = "environment", Value = var.environment }]
+    Instances = {
+      KeepJobFlowAliveWhenNoSteps   = true
+      TerminationProtected          = false
+      Ec2SubnetId                   = aws_subnet.private[0].id
+      EmrManagedMasterSecurityGroup = aws_security_group.emr_primary.id
+      EmrManagedSlaveSecurityGroup  = aws_security_group.emr_core.id
+      ServiceAccessSecurityGroup    = aws_security_group.emr_service_access.id
+      InstanceGroups = [
+        { Name = "primary", InstanceRole = "MASTER", InstanceType = var.primary_instance_type, InstanceCount = 1 },
+        { Name = "core", InstanceRole = "CORE", InstanceType = var.core_instance_type, InstanceCount = var.core_instance_count },
+      ]
+    }
+    BootstrapActions = [{
+      Name                  = "facematch workers"
+      ScriptBootstrapAction = { Path = var.bootstrap_script_uri, Args = local.pool_args }
+    }]
+  }
+  terminate = {
+    Type       = "Task"
+    Resource   = "arn:${local.partition}:states:::elasticmapreduce:terminateCluster.sync"
+    Parameters = { "ClusterId.$" = "$.cluster.ClusterId" }
+    Retry      = [{ ErrorEquals = ["States.ALL"], IntervalSeconds = 10, MaxAttempts = 5, BackoffRate = 2 }]
+    ResultPath = null
+  }
+}
+
+resource "aws_sfn_state_machine" "scheduled_run" {
+  name     = "${local.name}-scheduled-run"
+  role_arn = aws_iam_role.state_machine.arn
+  definition = jsonencode({
+    Comment        = "facematch scheduled batch: create cluster → run batch → terminate (always)"
+    StartAt        = "CreateCluster"
+    TimeoutSeconds = var.run_timeout_seconds
+    States = {
+      CreateCluster = {
+        Type       = "Task"
+        Resource   = "arn:${local.partition}:states:::elasticmapreduce:createCluster.sync"
+        Parameters = local.cluster_request
+        ResultPath = "$.cluster"
+        Catch      = [{ ErrorEquals = ["States.ALL"], ResultPath = "$.error", Next = "Failed" }]
+        Next       = "RunBatch"
+      }
+      RunBatch = {
+        Type     = "Task"
+        Resource = "arn:${local.partition}:states:::elasticmapreduce:addStep.sync"
+        Parameters = {
+          "ClusterId.$" = "$.cluster.ClusterId"
+          Step = {
+            Name            = "facematch scheduled batch"
+            ActionOnFailure = "CONTINUE"
+            HadoopJarStep   = { Jar = "command-runner.jar", Args = ["bash", "-c", local.batch_script] }
+          }
+        }
+        ResultPath = "$.step"
+        Catch      = [{ ErrorEquals = ["States.ALL"], ResultPath = "$.error", Next = "TerminateAfterFailure" }]
+        Next       = "Terminate"
+      }
+      Terminate             = merge(local.terminate, { End = true })
+      TerminateAfterFailure = merge(local.terminate, { Next = "Failed" })
+      Failed                = { Type = "Fail", Error = "FacematchBatchFailed", Cause = "see the execution's error and the cluster's step logs" }
+    }
+  })
+  logging_configuration {
+    log_destination        = "${aws_cloudwatch_log_group.scheduled_run.arn}:*"
+    include_execution_data = true
+    level                  = "ALL"
+  }
+  tracing_configuration {
+    enabled = true
+  }
+}
+
+resource "aws_cloudwatch_log_group" "scheduled_run" {
+  name              = "/facematch/${local.name}/scheduled-run"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.data.arn
+}
+
+data "aws_iam_policy_document" "states_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["states.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "state_machine" {
+  name               = "${local.name}-scheduled-run"
+  assume_role_policy = data.aws_iam_policy_document.states_assume.json
+}
+
+data "aws_iam_policy_document" "state_machine" {
+  statement {
+    sid       = "CreateClusters"
+    actions   = ["elasticmapreduce:RunJobFlow"]
+    resources = ["*"] # RunJobFlow takes no resource ARN
+  }
+  statement {
+    sid = "DriveClusters"
+    actions = [
+      "elasticmapreduce:DescribeCluster",
+      "elasticmapreduce:TerminateJobFlows",
+      "elasticmapreduce:AddJobFlowSteps",
+      "elasticmapreduce:DescribeStep",
+      "elasticmapreduce:CancelSteps",
+      "elasticmapreduce:AddTags",
+    ]
+    resources = ["arn:${local.partition}:elasticmapreduce:${var.region}:${local.account_id}:cluster/*"]
+  }
+  statement {
+    sid       = "PassClusterRoles"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.emr_service.arn, aws_iam_role.emr_instance.arn]
+  }
+  # The .sync integrations watch EMR through managed EventBridge rules.
+  statement {
+    sid       = "SyncRules"
+    actions   = ["events:PutTargets", "events:PutRule", "events:DescribeRule"]
+    resources = ["arn:${local.partition}:events:${var.region}:${local.account_id}:rule/StepFunctionsGetEventForEMR*"]
+  }
+  statement {
+    sid = "Logs"
+    actions = [
+      "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+      "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+    ]
+    resources = ["*"] # CloudWatch Logs vended delivery supports no resource-level permissions
+  }
+  statement {
+    sid       = "Tracing"
+    actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"]
+    resources = ["*"] # X-Ray supports no resource-level permissions
+  }
+}
+
+resource "aws_iam_role_policy" "state_machine" {
+  #checkov:skip=CKV_AWS_290:the "*" resources are RunJobFlow, CloudWatch vended log delivery and X-Ray, which have no resource-level permissions
+  #checkov:skip=CKV_AWS_355:same: those actions accept only "*" as resource
+  name   = "scheduled-run"
+  role   = aws_iam_role.state_machine.id
+  policy = data.aws_iam_policy_document.state_machine.json
+}
+
+data "aws_iam_policy_document" "scheduler_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  name               = "${local.name}-scheduler"
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+}
+
+data "aws_iam_policy_document" "scheduler" {
+  statement {
+    actions   = ["states:StartExecution"]
+    resources = [aws_sfn_state_machine.scheduled_run.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  name   = "start-scheduled-run"
+  role   = aws_iam_role.scheduler.id
+  policy = data.aws_iam_policy_document.scheduler.json
+}
+
+resource "aws_scheduler_schedule" "scheduled_run" {
+  name                = "${local.name}-scheduled-run"
+  schedule_expression = var.schedule_expression
+  state               = var.schedule_enabled ? "ENABLED" : "DISABLED"
+  kms_key_arn         = aws_kms_key.data.arn
+  flexible_time_window {
+    mode = "OFF"
+  }
+  target {
+    arn      = aws_sfn_state_machine.scheduled_run.arn
+    role_arn = aws_iam_role.scheduler.arn
+    retry_policy {
+      maximum_retry_attempts = 0 # a missed window's histories stay PENDING for the next one
+    }
+  }
+}

@@ -1,0 +1,493 @@
+//! `--runner emr` against moto_server (the EMR API; SPEC section 7) with the dataset, the staged
+//! binary and the rendezvous on a real S3-protocol server (s3s-fs). No EMR cluster exists here,
+//! so this test plays the cluster: it reads the step and the bootstrap action back from moto and
+//! runs their worker commands itself — the same commands the processes runner executes — and
+//! the driver must finish the run from them, record the cluster in `job_runs` and terminate it.
+
+mod common;
+
+use common::TestEnv;
+use common::moto::MotoServer;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type Items = BTreeMap<i64, Vec<(i32, i64, u64)>>;
+
+fn items(env: &TestEnv, ids: &[i64]) -> Vec<Vec<(i32, i64, u64)>> {
+    let mut by_history: Items = BTreeMap::new();
+    for row in env
+        .db
+        .client()
+        .query(
+            "SELECT history_id, rank, face_id, similarity_score FROM history_items
+              WHERE history_id = ANY($1) ORDER BY history_id, rank",
+            &[&ids],
+        )
+        .unwrap()
+    {
+        by_history.entry(row.get(0)).or_default().push((
+            row.get(1),
+            row.get(2),
+            row.get::<_, f64>(3).to_bits(),
+        ));
+    }
+    ids.iter()
+        .map(|id| by_history.remove(id).unwrap_or_default())
+        .collect()
+}
+
+/// Ten histories of varied kinds, inserted as an application would.
+fn insert_histories(env: &TestEnv) -> Vec<i64> {
+    let mut client = env.db.client();
+    (0..10)
+        .map(|i| {
+            let method = if i % 2 == 0 { "cosine" } else { "euclidean" };
+            let filter = ["all", "actor", "user"][i % 3];
+            client
+                .query_one(
+                    "INSERT INTO histories (in_face_id, similarity_method, face_source_filter, max_results)
+                     VALUES ($1, $2, $3, $4) RETURNING id",
+                    &[&(1 + i as i64 * 997), &method, &filter, &(5 + i as i32)],
+                )
+                .unwrap()
+                .get(0)
+        })
+        .collect()
+}
+
+fn statuses(env: &TestEnv, ids: &[i64]) -> Vec<(String, i32)> {
+    env.db
+        .client()
+        .query(
+            "SELECT status, attempts FROM histories WHERE id = ANY($1) ORDER BY id",
+            &[&ids],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+struct Emr<'a> {
+    env: &'a TestEnv,
+    moto: MotoServer,
+    runtime: tokio::runtime::Runtime,
+    binary: std::path::PathBuf,
+}
+
+impl Emr<'_> {
+    /// `facematch run --runner emr …` with EMR on moto.
+    fn run_command(&self, extra: &[&str]) -> Command {
+        let binary = self.binary.display().to_string();
+        let mut args = vec![
+            "--json",
+            "run",
+            "--runner",
+            "emr",
+            "-w",
+            "2",
+            "--emr-prefix",
+            "s3://faces/emr",
+            "--emr-binary",
+            &binary,
+            "--emr-core-nodes",
+            "2",
+            "--emr-tag",
+            "team=faces",
+            "--emr-subnet",
+            "subnet-0facade",
+            "--emr-security-configuration",
+            "facematch-at-rest",
+            "--emr-poll",
+            "100ms",
+            "--emr-poll-max",
+            "400ms",
+        ];
+        args.extend(extra);
+        let mut cmd = self.env.command(&args);
+        cmd.env("FACEMATCH_EMR_ENDPOINT", &self.moto.endpoint);
+        cmd
+    }
+
+    fn clusters(&self) -> Vec<String> {
+        let client = self.moto.emr();
+        self.runtime.block_on(async {
+            client
+                .list_clusters()
+                .send()
+                .await
+                .unwrap()
+                .clusters()
+                .iter()
+                .filter_map(|c| c.id().map(str::to_string))
+                .collect()
+        })
+    }
+
+    fn wait_for_cluster(&self, known: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let clusters = self.clusters();
+            if clusters.len() > known {
+                // moto lists newest first.
+                return clusters[0].clone();
+            }
+            assert!(Instant::now() < deadline, "no cluster was created");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn state(&self, id: &str) -> String {
+        let client = self.moto.emr();
+        self.runtime.block_on(async {
+            client
+                .describe_cluster()
+                .cluster_id(id)
+                .send()
+                .await
+                .unwrap()
+                .cluster()
+                .and_then(|c| c.status())
+                .and_then(|s| s.state())
+                .map(|s| s.as_str().to_string())
+                .unwrap()
+        })
+    }
+}
+
+fn spawn_worker(env: &TestEnv, args: &[String]) -> Child {
+    env.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
+    let env = TestEnv::new();
+    let emr = Emr {
+        env: &env,
+        moto: MotoServer::start(),
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        binary: env.path("facematch-for-the-cluster"),
+    };
+    // What the cluster would download: any executable built for its OS; its bytes are checked.
+    std::fs::write(&emr.binary, b"\x7fELF facematch built for Amazon Linux").unwrap();
+    env.ok(&[
+        "dataset",
+        "synth",
+        "--name",
+        "faces",
+        "--identities",
+        "1000",
+        "--per-identity",
+        "10",
+        "--dim",
+        "32",
+        "--shards",
+        "5",
+        "--seed",
+        "5",
+    ]);
+    let inline_ids = insert_histories(&env);
+    env.ok(&["run", "--runner", "inline", "-w", "1"]);
+    let expected = items(&env, &inline_ids);
+    assert!(expected.iter().all(|h| !h.is_empty()));
+
+    // The planner: 10k faces × 10 histories take milliseconds here; a cluster takes minutes.
+    let ids = insert_histories(&env);
+    let refused = emr.run_command(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("plan: 10000 faces × 10 histories × 2·32"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refusing emr:2x2:c7i.2xlarge"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert!(
+        statuses(&env, &ids)
+            .iter()
+            .all(|s| *s == ("PENDING".into(), 0))
+    );
+    assert!(emr.clusters().is_empty(), "a refused run starts nothing");
+
+    // --force: the driver stages, calls RunJobFlow and waits.
+    let driver = emr
+        .run_command(&["--force", "--emr-timeout", "120s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cluster_id = emr.wait_for_cluster(0);
+    let client = emr.moto.emr();
+    let (cluster, groups, bootstrap, steps) = emr.runtime.block_on(async {
+        let cluster = client
+            .describe_cluster()
+            .cluster_id(&cluster_id)
+            .send()
+            .await
+            .unwrap();
+        let groups = client
+            .list_instance_groups()
+            .cluster_id(&cluster_id)
+            .send()
+            .await
+            .unwrap();
+        let bootstrap = client
+            .list_bootstrap_actions()
+            .cluster_id(&cluster_id)
+            .send()
+            .await
+            .unwrap();
+        let steps = client
+            .list_steps()
+            .cluster_id(&cluster_id)
+            .send()
+            .await
+            .unwrap();
+        (cluster, groups, bootstrap, steps)
+    });
+    // The request, as EMR kept it.
+    let cluster = cluster.cluster().unwrap();
+    assert_eq!(cluster.name(), Some("facematch"));
+    assert_eq!(cluster.release_label(), Some("emr-7.5.0"));
+    assert_eq!(cluster.log_uri(), Some("s3://faces/emr/logs/"));
+    assert_eq!(cluster.security_configuration(), Some("facematch-at-rest"));
+    assert_eq!(cluster.service_role(), Some("EMR_DefaultRole"));
+    assert_eq!(
+        cluster
+            .ec2_instance_attributes()
+            .and_then(|a| a.ec2_subnet_id()),
+        Some("subnet-0facade")
+    );
+    assert_eq!(
+        cluster.auto_terminate(),
+        Some(true),
+        "no steps left → the cluster ends"
+    );
+    let tags: Vec<(String, String)> = cluster
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect();
+    assert!(
+        tags.contains(&("facematch".into(), "worker".into())),
+        "{tags:?}"
+    );
+    assert!(tags.contains(&("team".into(), "faces".into())), "{tags:?}");
+    let mut shape: Vec<(String, i32, String)> = groups
+        .instance_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.instance_group_type().unwrap().as_str().to_string(),
+                g.requested_instance_count().unwrap(),
+                g.instance_type().unwrap().to_string(),
+            )
+        })
+        .collect();
+    shape.sort();
+    assert_eq!(
+        shape,
+        [
+            ("CORE".into(), 2, "c7i.2xlarge".into()),
+            ("MASTER".into(), 1, "m7i.xlarge".into())
+        ]
+    );
+    let action = &bootstrap.bootstrap_actions()[0];
+    let script = action.script_path().unwrap();
+    assert!(
+        script.starts_with("s3://faces/emr/bin/bootstrap-"),
+        "{script}"
+    );
+    let bootstrap_args: Vec<String> = action.args().to_vec();
+    let step = &steps.steps()[0];
+    let step_config = step.config().unwrap();
+    assert_eq!(step_config.jar(), Some("command-runner.jar"));
+    assert_eq!(
+        step.action_on_failure().map(|a| a.as_str()),
+        Some("TERMINATE_CLUSTER")
+    );
+    let step_args: Vec<String> = step_config.args().to_vec();
+    assert_eq!(step_args[0], "/usr/local/bin/facematch");
+    assert_eq!(
+        step_args[1..4],
+        ["worker", "--rendezvous", step_args[3].as_str()]
+    );
+    assert!(
+        step_args[3].starts_with("s3://faces/emr/runs/run-"),
+        "{step_args:?}"
+    );
+    let tail: Vec<&str> = step_args[4..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "--process",
+            "0",
+            "--processes",
+            "3",
+            "--threads",
+            "2",
+            "--host",
+            "auto",
+            "--connect-timeout",
+            "300"
+        ]
+    );
+    // Staged: the binary byte for byte, the script, the spec, and the pool pointer.
+    let binary_uri = &bootstrap_args[0];
+    let binary_key = binary_uri.strip_prefix("s3://faces/").unwrap();
+    assert_eq!(env.s3.get(binary_key), std::fs::read(&emr.binary).unwrap());
+    let script_text = env.s3.get(script.strip_prefix("s3://faces/").unwrap());
+    let script_text = String::from_utf8(script_text).unwrap();
+    assert!(script_text.contains("aws s3 cp") && script_text.contains("isMaster"));
+    let run_prefix = step_args[3].strip_prefix("s3://faces/").unwrap();
+    assert!(!env.s3.list(&format!("{run_prefix}/spec.json")).is_empty());
+    let current = env.s3.get(&format!("emr/pools/{cluster_id}/current"));
+    assert_eq!(String::from_utf8(current).unwrap(), step_args[3]);
+    let worker_args = &bootstrap_args[1..];
+    assert_eq!(
+        worker_args,
+        [
+            "worker",
+            "--pool",
+            "s3://faces/emr/pools/{cluster-id}",
+            "--threads",
+            "2",
+            "--host",
+            "auto",
+            "--connect-timeout",
+            "600"
+        ]
+    );
+
+    // Play the cluster: the step on the primary node, the bootstrap's worker on each core node,
+    // with the cluster id substituted as the bootstrap script does.
+    let mut processes = vec![spawn_worker(&env, &step_args[1..])];
+    for _ in 0..2 {
+        let args: Vec<String> = worker_args
+            .iter()
+            .map(|a| a.replace("{cluster-id}", &cluster_id))
+            .collect();
+        processes.push(spawn_worker(&env, &args));
+    }
+    for mut p in processes {
+        let status = p.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(p.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "worker failed: {stderr}");
+    }
+    let out = driver.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("plan: 10000 faces"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["finished"], 10, "{summary}");
+    assert_eq!(summary["faces_scanned"], 10_000, "{summary}");
+    assert_eq!(summary["plan"]["threads"], 6, "{summary}");
+
+    // Results byte-identical to inline; the cluster recorded and terminated.
+    assert_eq!(items(&env, &ids), expected);
+    assert_eq!(emr.state(&cluster_id), "TERMINATED");
+    let row = env
+        .db
+        .client()
+        .query_one(
+            "SELECT runner, status, cluster_id, step_id, cluster_state, step_state, cluster_started_here
+               FROM job_runs ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "emr:2x2:c7i.2xlarge");
+    assert_eq!(row.get::<_, String>(1), "FINISHED");
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some(cluster_id.as_str())
+    );
+    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), step.id());
+    assert_eq!(
+        row.get::<_, Option<String>>(4).as_deref(),
+        Some("TERMINATED")
+    );
+    assert_eq!(row.get::<_, Option<String>>(5).as_deref(), Some("RUNNING"));
+    assert_eq!(row.get::<_, Option<bool>>(6), Some(true));
+
+    // Nobody plays the cluster this time: the limit ends the run, the cluster is terminated
+    // and the histories go back to PENDING with one attempt used, with no items.
+    let ids = insert_histories(&env);
+    let started = Instant::now();
+    let out = emr
+        .run_command(&["--force", "--emr-timeout", "2s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let second = emr.wait_for_cluster(1);
+    assert_ne!(second, cluster_id);
+    assert_eq!(emr.state(&second), "TERMINATED");
+    assert!(
+        statuses(&env, &ids)
+            .iter()
+            .all(|s| *s == ("PENDING".into(), 1))
+    );
+    assert!(items(&env, &ids).iter().all(Vec::is_empty));
+    let error: String = env
+        .db
+        .client()
+        .query_one("SELECT error FROM job_runs ORDER BY id DESC LIMIT 1", &[])
+        .unwrap()
+        .get(0);
+    assert!(error.contains("timed out after 2s"), "{error}");
+
+    // `facematch emr status|terminate` on a cluster someone left running.
+    let manual = emr.runtime.block_on(async {
+        client
+            .run_job_flow()
+            .name("facematch-pool")
+            .release_label("emr-7.5.0")
+            .instances(
+                aws_sdk_emr::types::JobFlowInstancesConfig::builder()
+                    .keep_job_flow_alive_when_no_steps(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .job_flow_id()
+            .unwrap()
+            .to_string()
+    });
+    let emr_env = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.env("FACEMATCH_EMR_ENDPOINT", &emr.moto.endpoint);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let status = emr_env(&["emr", "status"]);
+    assert!(
+        status.contains(&manual) && status.contains("WAITING"),
+        "{status}"
+    );
+    assert!(
+        !status.contains(&cluster_id),
+        "terminated clusters are not listed: {status}"
+    );
+    let status = emr_env(&["--json", "emr", "status", &cluster_id]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status[0]["state"], "TERMINATED");
+    assert_eq!(status[0]["steps"][0]["id"], step.id().unwrap());
+    emr_env(&["emr", "terminate", &manual]);
+    assert_eq!(emr.state(&manual), "TERMINATED");
+}
