@@ -8,34 +8,8 @@ mod common;
 
 use common::TestEnv;
 use common::moto::MotoServer;
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-type Items = BTreeMap<i64, Vec<(i32, i64, u64)>>;
-
-fn items(env: &TestEnv, ids: &[i64]) -> Vec<Vec<(i32, i64, u64)>> {
-    let mut by_history: Items = BTreeMap::new();
-    for row in env
-        .db
-        .client()
-        .query(
-            "SELECT history_id, rank, face_id, similarity_score FROM history_items
-              WHERE history_id = ANY($1) ORDER BY history_id, rank",
-            &[&ids],
-        )
-        .unwrap()
-    {
-        by_history.entry(row.get(0)).or_default().push((
-            row.get(1),
-            row.get(2),
-            row.get::<_, f64>(3).to_bits(),
-        ));
-    }
-    ids.iter()
-        .map(|id| by_history.remove(id).unwrap_or_default())
-        .collect()
-}
 
 /// Ten histories of varied kinds, inserted as an application would.
 fn insert_histories(env: &TestEnv) -> Vec<i64> {
@@ -125,13 +99,16 @@ impl Emr<'_> {
         })
     }
 
-    fn wait_for_cluster(&self, known: usize) -> String {
+    /// Waits for a cluster not among `known` and returns its id.
+    fn wait_for_cluster(&self, known: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let clusters = self.clusters();
-            if clusters.len() > known {
-                // moto lists newest first.
-                return clusters[0].clone();
+            if let Some(new) = self
+                .clusters()
+                .into_iter()
+                .find(|c| !known.contains(&c.as_str()))
+            {
+                return new;
             }
             assert!(Instant::now() < deadline, "no cluster was created");
             std::thread::sleep(Duration::from_millis(50));
@@ -196,7 +173,7 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
     ]);
     let inline_ids = insert_histories(&env);
     env.ok(&["run", "--runner", "inline", "-w", "1"]);
-    let expected = items(&env, &inline_ids);
+    let expected = env.history_items(&inline_ids);
     assert!(expected.iter().all(|h| !h.is_empty()));
 
     // The planner: 10k faces × 10 histories take milliseconds here; a cluster takes minutes.
@@ -224,7 +201,7 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let cluster_id = emr.wait_for_cluster(0);
+    let cluster_id = emr.wait_for_cluster(&[]);
     let client = emr.moto.emr();
     let (cluster, groups, bootstrap, steps) = emr.runtime.block_on(async {
         let cluster = client
@@ -393,7 +370,7 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
     assert_eq!(summary["plan"]["threads"], 6, "{summary}");
 
     // Results byte-identical to inline; the cluster recorded and terminated.
-    assert_eq!(items(&env, &ids), expected);
+    assert_eq!(env.history_items(&ids), expected);
     assert_eq!(emr.state(&cluster_id), "TERMINATED");
     let row = env
         .db
@@ -429,15 +406,14 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(30));
-    let second = emr.wait_for_cluster(1);
-    assert_ne!(second, cluster_id);
+    let second = emr.wait_for_cluster(&[&cluster_id]);
     assert_eq!(emr.state(&second), "TERMINATED");
     assert!(
         statuses(&env, &ids)
             .iter()
             .all(|s| *s == ("PENDING".into(), 1))
     );
-    assert!(items(&env, &ids).iter().all(Vec::is_empty));
+    assert!(env.history_items(&ids).iter().all(Vec::is_empty));
     let error: String = env
         .db
         .client()
@@ -445,6 +421,30 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
         .unwrap()
         .get(0);
     assert!(error.contains("timed out after 2s"), "{error}");
+
+    // Ctrl-C while the cluster starts: the driver terminates it and gives the histories back.
+    let ids = insert_histories(&env);
+    let driver = emr
+        .run_command(&["--force", "--emr-timeout", "120s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let third = emr.wait_for_cluster(&[&cluster_id, &second]);
+    // SAFETY: kill(2) on the child this test spawned.
+    assert_eq!(unsafe { libc::kill(driver.id() as i32, libc::SIGINT) }, 0);
+    let out = driver.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = summary["error"].as_str().unwrap_or_default();
+    assert!(error.contains("interrupted"), "{summary}");
+    assert_eq!(emr.state(&third), "TERMINATED");
+    assert!(
+        statuses(&env, &ids)
+            .iter()
+            .all(|s| *s == ("PENDING".into(), 1))
+    );
 
     // `facematch emr status|terminate` on a cluster someone left running.
     let manual = emr.runtime.block_on(async {

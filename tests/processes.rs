@@ -7,34 +7,8 @@
 mod common;
 
 use common::TestEnv;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Each history's items as (rank, face id, score bits): equal means byte-identical.
-type Items = BTreeMap<i64, Vec<(i32, i64, u64)>>;
-
-fn items(env: &TestEnv, ids: &[i64]) -> Vec<Vec<(i32, i64, u64)>> {
-    let mut client = env.db.client();
-    let mut by_history: Items = BTreeMap::new();
-    for row in client
-        .query(
-            "SELECT history_id, rank, face_id, similarity_score FROM history_items
-              WHERE history_id = ANY($1) ORDER BY history_id, rank",
-            &[&ids],
-        )
-        .unwrap()
-    {
-        by_history.entry(row.get(0)).or_default().push((
-            row.get(1),
-            row.get(2),
-            row.get::<_, f64>(3).to_bits(),
-        ));
-    }
-    ids.iter()
-        .map(|id| by_history.remove(id).unwrap_or_default())
-        .collect()
-}
 
 /// Submits one batch of varied histories and returns their ids.
 fn submit_batch(env: &TestEnv, faces: &[i64]) -> Vec<i64> {
@@ -135,7 +109,7 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
 
     let inline_ids = submit_batch(&env, &faces);
     env.ok(&["run", "--dataset", "seven", "--runner", "inline", "-w", "1"]);
-    let expected = items(&env, &inline_ids);
+    let expected = env.history_items(&inline_ids);
     assert!(expected.iter().all(|h| !h.is_empty()));
 
     // The last two find each other through a hostfile instead of the rendezvous registration.
@@ -172,7 +146,7 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
             summary["faces_scanned"], 30_000,
             "{runner}: every face once"
         );
-        assert_eq!(items(&env, &ids), expected, "{runner} over {dataset}");
+        assert_eq!(env.history_items(&ids), expected, "{runner} over {dataset}");
         let label: String = env
             .db
             .client()
@@ -367,7 +341,7 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
 
     // The next run finishes them, identically to an inline run of the same questions.
     env.ok(&["run", "--runner", "processes:2", "-w", "1"]);
-    let after_retry = items(&env, retried);
+    let after_retry = env.history_items(retried);
     let attempts: Vec<i32> = client
         .query(
             "SELECT attempts FROM histories WHERE id = ANY($1)",
@@ -380,5 +354,5 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
     assert!(attempts.iter().all(|a| *a == 2));
     let inline_ids = insert_batch(&env, &faces);
     env.ok(&["run", "--runner", "inline", "-w", "2"]);
-    assert_eq!(after_retry, items(&env, &inline_ids[10..]));
+    assert_eq!(after_retry, env.history_items(&inline_ids[10..]));
 }

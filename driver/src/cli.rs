@@ -604,7 +604,12 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 only: Some(vec![id]),
                 limit: None,
             };
-            let summary = run_pending(&url, runner.as_ref(), &run.options(g, scope)?)?;
+            // One question answered now: the plan would only be noise.
+            let options = RunOptions {
+                print_plan: false,
+                ..run.options(g, scope)?
+            };
+            let summary = run_pending(&url, runner.as_ref(), &options)?;
             let view = histories::load(&mut db::connect(&url)?, id)?;
             if g.json {
                 print_json(&view)?;

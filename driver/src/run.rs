@@ -25,7 +25,7 @@ pub struct RunOptions {
     pub max_attempts: i32,
     /// S3 access for the dataset.
     pub s3: S3Options,
-    /// Print the planner's estimate before claiming.
+    /// Print the planner's estimate before claiming (it is made anyway for remote runners).
     pub print_plan: bool,
     /// Run on a remote cluster even when this machine would finish first.
     pub force: bool,
@@ -113,7 +113,8 @@ pub fn run_pending(
     summary.dataset = dataset.label();
     runner.check(storage.root_uri())?;
     let pending = histories::count_claimable(&mut client, &options.scope)?;
-    if pending > 0 {
+    // Measuring the rate takes ~50 ms: only when someone reads the plan or it may refuse.
+    if pending > 0 && (options.print_plan || runner.capacity().remote) {
         let local_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let plan = crate::planner::plan(
             manifest.count,

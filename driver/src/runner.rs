@@ -39,16 +39,6 @@ pub trait RunContext {
     fn record(&self, status: &ClusterStatus);
 }
 
-/// A context that records nothing (tests, one-off runs).
-pub struct NoContext;
-
-impl RunContext for NoContext {
-    fn run_id(&self) -> i64 {
-        0
-    }
-    fn record(&self, _: &ClusterStatus) {}
-}
-
 /// What the planner needs to know about a runner.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Capacity {

@@ -107,6 +107,7 @@ resource "aws_emr_security_configuration" "main" {
 
 # What the person or machine running `facematch run --runner emr` needs: attach it to them.
 data "aws_iam_policy_document" "driver" {
+  source_policy_documents = [data.aws_iam_policy_document.prefix_access.json]
   statement {
     sid       = "Clusters"
     actions   = ["elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters"]
@@ -129,26 +130,6 @@ data "aws_iam_policy_document" "driver" {
     sid       = "PassClusterRoles"
     actions   = ["iam:PassRole"]
     resources = [aws_iam_role.emr_service.arn, aws_iam_role.emr_instance.arn]
-  }
-  statement {
-    sid       = "ListPrefix"
-    actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.data.arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${local.prefix}/*"]
-    }
-  }
-  statement {
-    sid       = "StagePrefix"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-    resources = ["${aws_s3_bucket.data.arn}/${local.prefix}/*"]
-  }
-  statement {
-    sid       = "UseKey"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
-    resources = [aws_kms_key.data.arn]
   }
 }
 

@@ -2,12 +2,23 @@
 # resources tagged for EMR); the nodes' instance profile reads and writes the facematch prefix and
 # the logs of this bucket, uses the key, and nothing else.
 
-data "aws_iam_policy_document" "emr_assume" {
+# Who may assume the facematch service roles: EMR, Step Functions, EventBridge Scheduler — from
+# this account only.
+locals {
+  service_principals = {
+    emr       = "elasticmapreduce.amazonaws.com"
+    states    = "states.amazonaws.com"
+    scheduler = "scheduler.amazonaws.com"
+  }
+}
+
+data "aws_iam_policy_document" "service_assume" {
+  for_each = local.service_principals
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
-      identifiers = ["elasticmapreduce.amazonaws.com"]
+      identifiers = [each.value]
     }
     condition {
       test     = "StringEquals"
@@ -19,7 +30,7 @@ data "aws_iam_policy_document" "emr_assume" {
 
 resource "aws_iam_role" "emr_service" {
   name               = "${local.name}-emr-service"
-  assume_role_policy = data.aws_iam_policy_document.emr_assume.json
+  assume_role_policy = data.aws_iam_policy_document.service_assume["emr"].json
 }
 
 resource "aws_iam_role_policy_attachment" "emr_service" {
@@ -66,7 +77,9 @@ resource "aws_iam_instance_profile" "emr_instance" {
   role = aws_iam_role.emr_instance.name
 }
 
-data "aws_iam_policy_document" "emr_instance" {
+# Reading and writing the facematch prefix of the bucket with the key: what both the nodes and
+# whoever runs the driver need.
+data "aws_iam_policy_document" "prefix_access" {
   # List only the facematch prefix (datasets live under it too: --dataset-root <prefix>/datasets).
   statement {
     sid       = "ListPrefix"
@@ -78,8 +91,7 @@ data "aws_iam_policy_document" "emr_instance" {
       values   = ["${local.prefix}/*"]
     }
   }
-  # Read datasets, the binary, the bootstrap script and run specs; write rendezvous entries,
-  # outputs and EMR logs.
+  # Datasets, the binary, the bootstrap script, run specs, rendezvous entries, outputs, EMR logs.
   statement {
     sid       = "ReadWritePrefix"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
@@ -90,6 +102,10 @@ data "aws_iam_policy_document" "emr_instance" {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
     resources = [aws_kms_key.data.arn]
   }
+}
+
+data "aws_iam_policy_document" "emr_instance" {
+  source_policy_documents = [data.aws_iam_policy_document.prefix_access.json]
   # The scheduled run's driver step reads the database credentials.
   statement {
     sid       = "ReadDatabaseSecret"

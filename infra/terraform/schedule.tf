@@ -112,24 +112,9 @@ resource "aws_cloudwatch_log_group" "scheduled_run" {
   kms_key_id        = aws_kms_key.data.arn
 }
 
-data "aws_iam_policy_document" "states_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["states.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
 resource "aws_iam_role" "state_machine" {
   name               = "${local.name}-scheduled-run"
-  assume_role_policy = data.aws_iam_policy_document.states_assume.json
+  assume_role_policy = data.aws_iam_policy_document.service_assume["states"].json
 }
 
 data "aws_iam_policy_document" "state_machine" {
@@ -184,24 +169,9 @@ resource "aws_iam_role_policy" "state_machine" {
   policy = data.aws_iam_policy_document.state_machine.json
 }
 
-data "aws_iam_policy_document" "scheduler_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["scheduler.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
 resource "aws_iam_role" "scheduler" {
   name               = "${local.name}-scheduler"
-  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  assume_role_policy = data.aws_iam_policy_document.service_assume["scheduler"].json
 }
 
 data "aws_iam_policy_document" "scheduler" {

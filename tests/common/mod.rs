@@ -279,6 +279,32 @@ impl TestEnv {
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
+    /// Each history's items as (rank, face id, score bits), in `ids` order: equal means
+    /// byte-identical results.
+    pub fn history_items(&self, ids: &[i64]) -> Vec<Vec<(i32, i64, u64)>> {
+        let mut by_history: std::collections::BTreeMap<i64, Vec<(i32, i64, u64)>> =
+            Default::default();
+        for row in self
+            .db
+            .client()
+            .query(
+                "SELECT history_id, rank, face_id, similarity_score FROM history_items
+                  WHERE history_id = ANY($1) ORDER BY history_id, rank",
+                &[&ids],
+            )
+            .unwrap()
+        {
+            by_history.entry(row.get(0)).or_default().push((
+                row.get(1),
+                row.get(2),
+                row.get::<_, f64>(3).to_bits(),
+            ));
+        }
+        ids.iter()
+            .map(|id| by_history.remove(id).unwrap_or_default())
+            .collect()
+    }
+
     /// A path in the scratch folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.scratch.path().join(name)
