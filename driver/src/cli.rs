@@ -115,6 +115,9 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Benchmarks: the kernel's own speed, and the data the peers of `make bench` score.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// EMR clusters: status and termination.
     #[command(subcommand)]
     Emr(crate::emr::cli::EmrCommand),
@@ -181,6 +184,51 @@ struct WorkerArgs {
     /// rendezvous (which then only carries the job and its output).
     #[arg(long, requires = "process")]
     hostfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time the kernel on one thread: all faces against batches of histories (top-N cosine).
+    Kernel {
+        #[command(flatten)]
+        data: BenchData,
+        /// Batch sizes (histories scored together).
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256,1024,4096")]
+        batches: Vec<usize>,
+        /// N: results per history.
+        #[arg(long, default_value_t = 10)]
+        n: usize,
+        /// Kernel level (default: the widest this CPU has).
+        #[arg(long)]
+        level: Option<facematch_job::kernel::Level>,
+        /// Repetitions (the best is kept).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Write the benchmark's faces and queries as faces.npy and queries.npy.
+    Data {
+        #[command(flatten)]
+        data: BenchData,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct BenchData {
+    /// Faces.
+    #[arg(long, default_value_t = 1_000_000)]
+    faces: usize,
+    /// Queries generated (batches cycle through them).
+    #[arg(long, default_value_t = 4096)]
+    queries: usize,
+    /// Dimension.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -700,6 +748,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 },
             )?;
         }
+        Command::Bench(cmd) => bench_command(g, cmd)?,
         Command::Emr(cmd) => {
             let (json, text) = crate::emr::cli::emr_command(cmd, g.s3_region.as_deref())?;
             if g.json {
@@ -718,6 +767,51 @@ fn execute(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench_command(g: &Global, cmd: BenchCommand) -> Result<()> {
+    use crate::bench;
+    match cmd {
+        BenchCommand::Kernel {
+            data,
+            batches,
+            n,
+            level,
+            repeat,
+        } => {
+            if data.dim == 0 || data.faces == 0 || data.queries == 0 {
+                bail!("--faces, --queries and --dim must be positive");
+            }
+            let level = level.unwrap_or_else(facematch_job::kernel::Level::detect);
+            if !level.available() {
+                bail!("kernel level {level} is not available on this CPU");
+            }
+            let (faces, queries) = bench::data(data.faces, data.queries, data.dim, data.seed);
+            let rows = bench::time_kernel(&faces, &queries, data.dim, &batches, n, level, repeat);
+            if g.json {
+                print_json(&rows)?;
+            } else {
+                println!(
+                    "{:>6} {:>8} {:>10} {:>12} {:>14} {:>9}",
+                    "batch", "level", "ms", "ms/query", "pairs/s", "rescored"
+                );
+                for r in rows {
+                    println!(
+                        "{:>6} {:>8} {:>10.1} {:>12.3} {:>14.3e} {:>9}",
+                        r.batch, r.level, r.ms, r.ms_per_query, r.pairs_per_sec, r.rescored
+                    );
+                }
+            }
+        }
+        BenchCommand::Data { data, out } => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let (faces, queries) = bench::data(data.faces, data.queries, data.dim, data.seed);
+            bench::write_npy(&out.join("faces.npy"), &faces, data.dim)?;
+            bench::write_npy(&out.join("queries.npy"), &queries, data.dim)?;
+        }
+    }
+    Ok(())
 }
 
 fn dataset_command(g: &Global, cmd: DatasetCommand) -> Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! The facematch driver: the CLI, the Postgres schema and history state machine, dataset
 //! registration, the runners, and reports. The `facematch` binary is [`cli::main`].
 
+pub mod bench;
 pub mod build;
 pub mod cli;
 pub mod cluster;

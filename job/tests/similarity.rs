@@ -4,7 +4,7 @@
 //! encodings) and extreme norms (the kernel's f64-only path).
 
 use facematch_datasets::{DatasetWriter, FaceRecord, FaceSource, Storage};
-use facematch_job::kernel::Scanner;
+use facematch_job::kernel::{Level, Scanner};
 use facematch_job::{JobSpec, Match, Method, Query, SourceFilter, run_job, validate_params};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -122,7 +122,8 @@ fn arb_case() -> impl Strategy<Value = (usize, Vec<FaceRecord>, Vec<Query>, Vec<
         (
             Just(dim),
             arb_faces(dim),
-            prop::collection::vec(0i64..1, 1..6).prop_flat_map(move |v| {
+            // Up to 19 queries: several query tiles at every level, and a partial last one.
+            prop::collection::vec(0i64..1, 1..20).prop_flat_map(move |v| {
                 (0..v.len() as i64)
                     .map(|h| arb_query(dim, h + 1))
                     .collect::<Vec<_>>()
@@ -139,7 +140,18 @@ fn scan_in_batches(
     dim: usize,
     sizes: &[usize],
 ) -> Vec<(i64, Vec<Match>)> {
-    let mut scanner = Scanner::new(queries, dim);
+    scan_in_batches_at(Level::detect(), faces, queries, dim, sizes)
+}
+
+/// [`scan_in_batches`] on a given kernel level.
+fn scan_in_batches_at(
+    level: Level,
+    faces: &[FaceRecord],
+    queries: &[Query],
+    dim: usize,
+    sizes: &[usize],
+) -> Vec<(i64, Vec<Match>)> {
+    let mut scanner = Scanner::with_level(queries, dim, level);
     let mut rest = faces;
     let mut k = 0;
     while !rest.is_empty() {
@@ -170,11 +182,14 @@ proptest! {
     #[test]
     fn kernel_equals_the_f64_reference((dim, faces, queries, sizes) in arb_case()) {
         let faces = dedup_ids(faces);
-        let results = scan_in_batches(&faces, &queries, dim, &sizes);
-        prop_assert_eq!(results.len(), queries.len());
-        for (q, (history, got)) in queries.iter().zip(&results) {
-            prop_assert_eq!(*history, q.history_id);
-            assert_matches(got, &reference(&faces, q), &format!("{q:?}"));
+        // Every dispatch level this CPU has (the CI machine has all three).
+        for level in Level::ALL.into_iter().filter(|l| l.available()) {
+            let results = scan_in_batches_at(level, &faces, &queries, dim, &sizes);
+            prop_assert_eq!(results.len(), queries.len());
+            for (q, (history, got)) in queries.iter().zip(&results) {
+                prop_assert_eq!(*history, q.history_id);
+                assert_matches(got, &reference(&faces, q), &format!("{level}: {q:?}"));
+            }
         }
     }
 }

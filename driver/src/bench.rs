@@ -1,0 +1,134 @@
+//! `facematch bench`: the kernel's own speed, single-threaded, on seeded synthetic data — the
+//! facematch rows of `make bench`. `bench data` writes the same faces and queries as `.npy` files
+//! so the peers (numpy, FAISS, pgvector) score exactly what facematch scores.
+
+use anyhow::{Context, Result};
+use facematch_job::kernel::{Level, Scanner};
+use facematch_job::{Method, Query, SourceFilter};
+use npyz::WriterBuilder;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// Seeded uniform values in [−1, 1) (xorshift64*): reproducible everywhere.
+pub struct SeededValues(u64);
+
+impl SeededValues {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> SeededValues {
+        SeededValues(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// `count` values.
+    pub fn take(&mut self, count: usize) -> Vec<f32> {
+        (0..count)
+            .map(|_| {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                (v >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+}
+
+/// The benchmark's faces (`faces × dim`) and queries (`queries × dim`) for `seed`.
+pub fn data(faces: usize, queries: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut values = SeededValues::new(seed);
+    let f = values.take(faces * dim);
+    let q = values.take(queries * dim);
+    (f, q)
+}
+
+/// Writes `values` (`rows × dim`, float32) as a NumPy `.npy` file.
+pub fn write_npy(path: &Path, values: &[f32], dim: usize) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&[(values.len() / dim) as u64, dim as u64])
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()?;
+    writer.extend(values.iter().copied())?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// One row of the kernel table.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelTiming {
+    /// Histories scored together.
+    pub batch: usize,
+    /// Kernel level.
+    pub level: String,
+    /// Wall time of the best repetition (ms).
+    pub ms: f64,
+    /// Milliseconds per history.
+    pub ms_per_query: f64,
+    /// History × face pairs per second.
+    pub pairs_per_sec: f64,
+    /// Pairs re-scored in f64.
+    pub rescored: u64,
+}
+
+/// Times the kernel on one thread: every batch size scans all faces once (in 64k-face pieces,
+/// as a shard is read), top-`n` euclidean, best of `repeat`.
+pub fn time_kernel(
+    faces: &[f32],
+    queries: &[f32],
+    dim: usize,
+    batches: &[usize],
+    n: usize,
+    level: Level,
+    repeat: usize,
+) -> Vec<KernelTiming> {
+    let count = faces.len() / dim;
+    let ids: Vec<i64> = (0..count as i64).collect();
+    let sources = vec![b'A'; count];
+    batches
+        .iter()
+        .map(|&batch| {
+            let qs: Vec<Query> = queries
+                .chunks_exact(dim)
+                .cycle()
+                .take(batch)
+                .enumerate()
+                .map(|(i, e)| Query {
+                    history_id: i as i64,
+                    encoding: e.to_vec(),
+                    method: Method::Cosine,
+                    filter: SourceFilter::All,
+                    max_results: n,
+                    exclude_face: None,
+                    max_distance: None,
+                })
+                .collect();
+            let mut best = f64::INFINITY;
+            let mut rescored = 0;
+            for _ in 0..repeat.max(1) {
+                let started = Instant::now();
+                let mut scanner = Scanner::with_level(&qs, dim, level);
+                for start in (0..count).step_by(65_536) {
+                    let end = (start + 65_536).min(count);
+                    scanner.scan(
+                        &ids[start..end],
+                        &sources[start..end],
+                        &faces[start * dim..end * dim],
+                    );
+                }
+                rescored = scanner.rescored();
+                std::hint::black_box(scanner.into_results());
+                best = best.min(started.elapsed().as_secs_f64());
+            }
+            KernelTiming {
+                batch,
+                level: level.to_string(),
+                ms: best * 1e3,
+                ms_per_query: best * 1e3 / batch as f64,
+                pairs_per_sec: (count * batch) as f64 / best,
+                rescored,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,515 @@
+//! The similarity kernel: scores blocks of faces against every query, fused with per-query top-N.
+//!
+//! A block of faces is packed once into dimension-major panels and every query passes over it in
+//! tiles ([`tile`]): a shard is streamed once for all histories, and each (query, face) pair costs
+//! one float32 fused multiply-add per dimension on the widest vectors the CPU has
+//! ([`dispatch::Level`]). Float32 only prunes. The tile tests each pair against the query's current
+//! N-th score widened by a proven bound on the float32 error ([`Limit`]); the few pairs that pass
+//! are re-scored in f64, and only the f64 score decides membership and order. So the chosen set,
+//! order and scores are those of an f64 computation on the stored values (SPEC section 3). Faces
+//! and queries whose norms fall outside the range where the bound holds take the f64 path
+//! directly.
+
+pub mod dispatch;
+pub mod tile;
+
+use crate::query::{Match, Method, Query};
+use crate::topn::TopN;
+pub use dispatch::Level;
+pub use tile::Limit;
+
+/// Faces per block: packed, a block of 128-d faces (128 KiB) stays in L2 while every query
+/// tile passes over it.
+const BLOCK: usize = 256;
+/// Squared norms inside this range keep float32 products away from overflow and underflow.
+const SAFE_NORM2: std::ops::RangeInclusive<f32> = 1e-30..=1e30;
+/// Unit roundoff of float32.
+const U: f64 = f32::EPSILON as f64 / 2.0;
+
+/// Exact (f64) similarity of stored float32 vectors: `(score, euclidean distance)`.
+pub fn exact_score(method: Method, x: &[f32], q: &[f32]) -> (f64, f64) {
+    let mut dot = 0.0f64;
+    let mut nx = 0.0f64;
+    let mut nq = 0.0f64;
+    let mut d2 = 0.0f64;
+    for (&a, &b) in x.iter().zip(q) {
+        let (a, b) = (a as f64, b as f64);
+        dot += a * b;
+        nx += a * a;
+        nq += b * b;
+        d2 += (a - b) * (a - b);
+    }
+    let dist = d2.sqrt();
+    let score = match method {
+        Method::Cosine => dot / (nx.sqrt() * nq.sqrt()),
+        Method::Euclidean => 1.0 / (1.0 + dist),
+    };
+    (score, dist)
+}
+
+/// Float32 dot product with 16 independent partial sums (so it vectorizes); its error is within
+/// the same γ bound as the tile's.
+#[inline(always)]
+fn dot32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// [`dot32`] with fused multiply-adds when `FMA` (inside a function compiled for FMA).
+#[inline(always)]
+fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    if !FMA {
+        return dot32(a, b);
+    }
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail = x.mul_add(*y, tail);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn norm2_32(x: &[f32]) -> f32 {
+    dot32(x, x)
+}
+
+struct Prepared {
+    query: Query,
+    /// Float32 squared norm and norm.
+    nq: f32,
+    qn: f32,
+    /// Whether float32 pruning is sound for this query (its norm is in the safe range).
+    prunable: bool,
+    top: TopN,
+}
+
+/// One packed block, shared by every query tile.
+#[derive(Default)]
+struct Block {
+    /// Faces in the block (the panels are padded past it).
+    faces: usize,
+    /// `[panel][d][lane]`.
+    panels: Vec<f32>,
+    /// Per face (padded): float32 squared norm and norm.
+    nx: Vec<f32>,
+    xn: Vec<f32>,
+    /// Per face: pruning is sound for it (in the safe range; padding is not).
+    valid: Vec<bool>,
+    /// Largest norm among the valid faces.
+    xmax: f32,
+}
+
+/// Scores batches of faces against a fixed set of queries and keeps each query's top-N.
+pub struct Scanner {
+    dim: usize,
+    level: Level,
+    /// Bound on the relative error of a float32 dot product of `dim` terms (γ_dim), with margin.
+    gamma: f64,
+    queries: Vec<Prepared>,
+    /// The query encodings, row-major, padded with zero rows to a whole number of tiles.
+    matrix: Vec<f32>,
+    block: Block,
+    scored_pairs: u64,
+    rescored: u64,
+}
+
+impl Scanner {
+    /// Prepares `queries` (all of dimension `dim`) for scanning on the widest level this CPU has.
+    pub fn new(queries: &[Query], dim: usize) -> Scanner {
+        Scanner::with_level(queries, dim, Level::detect())
+    }
+
+    /// Prepares `queries` for scanning on `level` (which must be [`Level::available`]).
+    pub fn with_level(queries: &[Query], dim: usize, level: Level) -> Scanner {
+        assert!(level.available(), "kernel level {level} is not available");
+        let prepared: Vec<Prepared> = queries
+            .iter()
+            .map(|q| {
+                let nq = norm2_32(&q.encoding);
+                Prepared {
+                    nq,
+                    qn: nq.sqrt(),
+                    prunable: SAFE_NORM2.contains(&nq),
+                    top: TopN::new(q.max_results),
+                    query: q.clone(),
+                }
+            })
+            .collect();
+        let tile = query_tile(level);
+        let mut matrix = vec![0.0f32; queries.len().div_ceil(tile) * tile * dim];
+        for (i, q) in queries.iter().enumerate() {
+            matrix[i * dim..(i + 1) * dim].copy_from_slice(&q.encoding);
+        }
+        let n = dim as f64 * U;
+        Scanner {
+            dim,
+            level,
+            gamma: n / (1.0 - n),
+            queries: prepared,
+            matrix,
+            block: Block::default(),
+            scored_pairs: 0,
+            rescored: 0,
+        }
+    }
+
+    /// The instruction-set level in use.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Number of (query, face) pairs scored so far.
+    pub fn scored_pairs(&self) -> u64 {
+        self.scored_pairs
+    }
+
+    /// Number of pairs re-scored in f64.
+    pub fn rescored(&self) -> u64 {
+        self.rescored
+    }
+
+    /// Scores a batch: `face_ids[i]`, `sources[i]` and `values[i*dim..(i+1)*dim]` describe face i.
+    pub fn scan(&mut self, face_ids: &[i64], sources: &[u8], values: &[f32]) {
+        let dim = self.dim;
+        assert_eq!(values.len(), face_ids.len() * dim);
+        assert_eq!(sources.len(), face_ids.len());
+        if self.queries.is_empty() || dim == 0 {
+            self.scored_pairs += (face_ids.len() * self.queries.len()) as u64;
+            return;
+        }
+        for start in (0..face_ids.len()).step_by(BLOCK) {
+            let end = (start + BLOCK).min(face_ids.len());
+            let faces = Faces {
+                ids: &face_ids[start..end],
+                sources: &sources[start..end],
+                values: &values[start * dim..end * dim],
+            };
+            // Fewer queries than a tile: packing would not pay, each face row is scored as is.
+            let rows = self.queries.len() < query_tile(self.level);
+            self.prepare_block(faces.values, !rows);
+            // Faces outside the safe range are scored exactly against every query.
+            for f in 0..faces.ids.len() {
+                if !self.block.valid[f] {
+                    for q in 0..self.queries.len() {
+                        self.rescored += self.consider(q, &faces, f);
+                    }
+                }
+            }
+            match (self.level, rows) {
+                (Level::Portable, false) => self.scan_block::<4, 8, false>(&faces),
+                (Level::Portable, true) => self.scan_rows::<false>(&faces),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: with_level checked that this CPU has AVX2 and FMA.
+                (Level::Avx2, false) => unsafe { self.scan_block_avx2(&faces) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: with_level checked that this CPU has AVX-512F/VL and FMA.
+                (Level::Avx512, false) => unsafe { self.scan_block_avx512(&faces) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: both levels include AVX2 and FMA.
+                (Level::Avx2 | Level::Avx512, true) => unsafe { self.scan_rows_avx2(&faces) },
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => self.scan_block::<4, 8, false>(&faces),
+            }
+            self.scored_pairs += ((end - start) * self.queries.len()) as u64;
+        }
+    }
+
+    fn panel_width(&self) -> usize {
+        match self.level {
+            Level::Portable => 8,
+            Level::Avx2 => 16,
+            Level::Avx512 => 16,
+        }
+    }
+
+    /// Packs the block and computes its faces' norms.
+    fn prepare_block(&mut self, values: &[f32], pack: bool) {
+        let dim = self.dim;
+        let w = self.panel_width();
+        let faces = values.len() / dim;
+        let padded = faces.div_ceil(w) * w;
+        let block = &mut self.block;
+        if pack {
+            tile::pack(values, dim, w, &mut block.panels);
+        }
+        block.faces = faces;
+        block.nx.clear();
+        block.xn.clear();
+        block.valid.clear();
+        block.xmax = 0.0;
+        for x in values.chunks_exact(dim) {
+            let nx = norm2_32(x);
+            let valid = SAFE_NORM2.contains(&nx);
+            let xn = nx.sqrt();
+            block.nx.push(nx);
+            block.xn.push(xn);
+            block.valid.push(valid);
+            if valid {
+                block.xmax = block.xmax.max(xn);
+            }
+        }
+        block.nx.resize(padded, 0.0);
+        block.xn.resize(padded, 0.0);
+        block.valid.resize(padded, false);
+    }
+
+    /// The pruning test of query `q` for the current block: the pair passes unless its f64
+    /// score is provably below the query's current N-th score (or outside its max distance).
+    fn limit(&self, q: usize) -> Limit {
+        let p = &self.queries[q];
+        let t = p.top.threshold();
+        if !p.prunable {
+            return Limit::ALWAYS;
+        }
+        let g = self.gamma;
+        let (nq, qn) = (p.nq as f64, p.qn as f64);
+        match p.query.method {
+            // s = dot/(|x||q|) ≥ t ⇒ fl(dot) ≥ (t − m)·fl(|x|)·fl(|q|): the dot's error is at most
+            // γ|x||q| and the norms' relative error about γ; m = 4γ + 16u covers both with the
+            // roundings of the test itself.
+            Method::Cosine => {
+                if t == f64::NEG_INFINITY {
+                    // Until N faces are kept, a max distance is the only test there is.
+                    return match p.query.max_distance {
+                        Some(max) => self.distance_limit(nq, qn, max * max),
+                        None => Limit::ALWAYS,
+                    };
+                }
+                let m = 4.0 * g + 16.0 * U;
+                Limit {
+                    s: 1.0,
+                    u: 0.0,
+                    v: ((t - m) * qn * (1.0 + 4.0 * U)).min((t - m) * qn * (1.0 - 4.0 * U)) as f32,
+                    c: 0.0,
+                }
+            }
+            // s = 1/(1+d) ≥ t ⇔ d² ≤ D², D = 1/t − 1 (and d ≤ max distance). In float32,
+            // e = nx + nq − 2·dot has absolute error at most (γ + 3u)(|x| + |q|)²; the test
+            // 2·dot ≥ nx + nq − D² − E keeps every face whose exact d² ≤ D², with E = 2(γ + 4u)
+            // (xmax + |q|)² plus the rounding of the constant itself.
+            Method::Euclidean => {
+                let mut d2 = if t > 0.0 {
+                    let d = 1.0 / t - 1.0;
+                    d * d
+                } else {
+                    f64::INFINITY
+                };
+                if let Some(max) = p.query.max_distance {
+                    d2 = d2.min(max * max);
+                }
+                if d2 == f64::INFINITY {
+                    return Limit::ALWAYS;
+                }
+                self.distance_limit(nq, qn, d2)
+            }
+        }
+    }
+
+    /// The test `d² ≤ d2` in the dot domain: 2·dot ≥ nx + nq − d2 − E.
+    fn distance_limit(&self, nq: f64, qn: f64, d2: f64) -> Limit {
+        let reach = self.block.xmax as f64 + qn;
+        let e = 2.0 * (self.gamma + 4.0 * U) * reach * reach + 8.0 * U * (nq + d2);
+        Limit {
+            s: 2.0,
+            u: 1.0,
+            v: 0.0,
+            c: (nq - d2 - e) as f32,
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scan_block_avx2(&mut self, faces: &Faces) {
+        self.scan_block::<6, 16, true>(faces)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,fma")]
+    unsafe fn scan_block_avx512(&mut self, faces: &Faces) {
+        self.scan_block::<8, 16, true>(faces)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scan_rows_avx2(&mut self, faces: &Faces) {
+        self.scan_rows::<true>(faces)
+    }
+
+    /// Each face row against each query, unpacked (a handful of queries): one pass over the
+    /// block at memory speed.
+    #[inline(always)]
+    fn scan_rows<const FMA: bool>(&mut self, faces: &Faces) {
+        let dim = self.dim;
+        let nq = self.queries.len();
+        let mut limits: Vec<Limit> = (0..nq).map(|q| self.limit(q)).collect();
+        for (f, x) in faces.values.chunks_exact(dim).enumerate() {
+            if !self.block.valid[f] {
+                continue;
+            }
+            let (nx, xn) = (self.block.nx[f], self.block.xn[f]);
+            for (q, limit) in limits.iter_mut().enumerate() {
+                let dot = dot_lanes::<FMA>(x, &self.matrix[q * dim..(q + 1) * dim]);
+                if dot * limit.s >= nx * limit.u + xn * limit.v + limit.c {
+                    self.rescored += self.consider(q, faces, f);
+                    *limit = self.limit(q);
+                }
+            }
+        }
+    }
+
+    /// Every query tile over every panel of the packed block; the pairs that pass their limit
+    /// are considered exactly.
+    #[inline(always)]
+    fn scan_block<const QT: usize, const W: usize, const FMA: bool>(&mut self, faces: &Faces) {
+        let dim = self.dim;
+        let nq = self.queries.len();
+        let panels = faces.ids.len().div_ceil(W);
+        let mut limits = [Limit::ALWAYS; QT];
+        for q0 in (0..nq).step_by(QT) {
+            let live = QT.min(nq - q0);
+            for (i, limit) in limits.iter_mut().enumerate() {
+                // Padding rows never pass (their masks are ignored anyway).
+                *limit = if i < live {
+                    self.limit(q0 + i)
+                } else {
+                    Limit::ALWAYS
+                };
+            }
+            for p in 0..panels {
+                let masks = tile::tile::<QT, W, FMA>(
+                    dim,
+                    &self.matrix[q0 * dim..(q0 + QT) * dim],
+                    &self.block.panels[p * dim * W..(p + 1) * dim * W],
+                    &self.block.nx[p * W..(p + 1) * W],
+                    &self.block.xn[p * W..(p + 1) * W],
+                    &limits,
+                );
+                for (i, &mask) in masks.iter().enumerate().take(live) {
+                    let mut mask = mask;
+                    while mask != 0 {
+                        let lane = mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        let f = p * W + lane;
+                        if f < faces.ids.len() && self.block.valid[f] {
+                            self.rescored += self.consider(q0 + i, faces, f);
+                            limits[i] = self.limit(q0 + i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Scores face `f` of the block exactly for query `q` and offers it; returns 1 if it was
+    /// re-scored in f64.
+    #[inline(never)]
+    fn consider(&mut self, q: usize, faces: &Faces, f: usize) -> u64 {
+        let dim = self.dim;
+        let p = &mut self.queries[q];
+        let query = &p.query;
+        let (id, source) = (faces.ids[f], faces.sources[f]);
+        if !query.filter.accepts(source) || query.exclude_face == Some(id) {
+            return 0;
+        }
+        let x = &faces.values[f * dim..(f + 1) * dim];
+        let (score, dist) = exact_score(query.method, x, &query.encoding);
+        if query.max_distance.is_some_and(|max| dist > max) {
+            return 1;
+        }
+        p.top.offer(Match {
+            face_id: id,
+            source,
+            score,
+        });
+        1
+    }
+
+    /// Each query's kept matches, best first, keyed by history id.
+    pub fn into_results(self) -> Vec<(i64, Vec<Match>)> {
+        self.queries
+            .into_iter()
+            .map(|p| (p.query.history_id, p.top.into_sorted()))
+            .collect()
+    }
+}
+
+/// The level that scans a small calibration block fastest (a few milliseconds in all); levels
+/// give identical results, so the choice only affects speed.
+fn fastest(levels: &[Level]) -> Level {
+    let dim = 128;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let queries: Vec<Query> = (0..48)
+        .map(|i| Query {
+            history_id: i,
+            encoding: (0..dim).map(|_| next()).collect(),
+            method: Method::Cosine,
+            filter: crate::query::SourceFilter::All,
+            max_results: 10,
+            exclude_face: None,
+            max_distance: None,
+        })
+        .collect();
+    let faces = 2048;
+    let values: Vec<f32> = (0..faces * dim).map(|_| next()).collect();
+    let ids: Vec<i64> = (0..faces as i64).collect();
+    let sources = vec![b'A'; faces];
+    let time = |level: Level| {
+        (0..3)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let mut scanner = Scanner::with_level(&queries, dim, level);
+                scanner.scan(&ids, &sources, &values);
+                std::hint::black_box(scanner.into_results());
+                started.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    levels
+        .iter()
+        .copied()
+        .min_by_key(|l| time(*l))
+        .unwrap_or(Level::Portable)
+}
+
+/// Queries per tile at `level` (the query matrix is padded to a multiple of it); must match the
+/// `QT` each level's `scan_block` is instantiated with.
+fn query_tile(level: Level) -> usize {
+    match level {
+        Level::Portable => 4,
+        Level::Avx2 => 6,
+        Level::Avx512 => 8,
+    }
+}
+
+/// One block of faces as the caller gave it.
+struct Faces<'a> {
+    ids: &'a [i64],
+    sources: &'a [u8],
+    values: &'a [f32],
+}
