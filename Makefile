@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/debug/facematch
 
-.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput infra-check clean-local
+.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput infra-check bench clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -46,6 +46,10 @@ throughput: build
 ## build-throughput: `dataset build` faces/s on the sample photos with 1 and 2 workers (HOG, ≤800 px)
 build-throughput: build
 	@scripts/build-throughput.sh
+
+## bench: release build; facematch kernel and end-to-end run vs numpy and FAISS on the same data -> bench/RESULTS.md
+bench: setup
+	@scripts/bench.sh
 
 ## clean-local: stop the local servers and delete .local (databases, datasets)
 clean-local:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# make bench: one table, everything measured in this run on one machine — facematch's kernel
+# (release build), facematch's end-to-end `run` with 1 and 2 workers, numpy and FAISS (one
+# thread, in .local/venv-bench) — on the same seeded data (1M × 128-d, 4096 queries). Writes
+# bench/RESULTS.md. pgvector is `make bench-pgvector` (opt-in: it builds the extension).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p facematch
+bin=target/release/facematch
+data=.local/bench
+batches=${BENCH_BATCHES:-1,16,256,1024,4096}
+if [ ! -s "$data/queries.npy" ]; then
+  echo "bench: writing the data to $data"
+  "$bin" bench data --out "$data" --faces 1000000 --queries 4096 --dim 128 --seed 1
+fi
+scripts/python-tools.sh bench
+
+echo "bench: facematch kernel"
+"$bin" --json bench kernel --batches "$batches" --repeat 3 >"$data/kernel.json"
+echo "bench: numpy and FAISS"
+.local/venv-bench/bin/python bench/peers.py --data "$data" --batches "$batches" >"$data/peers.json"
+
+echo "bench: facematch run, end to end"
+export FACEMATCH_PG_DIR="$PWD/.local/pg-bench"
+url=$("$bin" db start)
+stop() { "$bin" db stop || true; }
+trap stop EXIT
+export DATABASE_URL=$url
+export FACEMATCH_DATASET_ROOT="$PWD/$data/datasets"
+if ! "$bin" dataset show bench@v1 >/dev/null 2>&1; then
+  "$bin" dataset import "$data/faces.npy" --name bench --first-id 1 --no-current
+fi
+psql -q "$url" -c "UPDATE histories SET status = 'ERROR' WHERE status IN ('PENDING', 'RUNNING')"
+for w in 1 2; do
+  psql -q "$url" -c "INSERT INTO histories (in_face_id) SELECT 1 + (g * 7919) % 1000000 FROM generate_series(1, 1000) g"
+  "$bin" --json run --dataset bench@v1 -w "$w" >"$data/e2e-$w.json"
+done
+.local/venv-bench/bin/python bench/render.py "$data/kernel.json" "$data/peers.json" \
+  "$data/e2e-1.json" "$data/e2e-2.json" | tee bench/RESULTS.md
