@@ -205,29 +205,16 @@ impl Scanner {
             };
             // Fewer queries than a tile: packing would not pay, each face row is scored as is.
             let rows = self.queries.len() < query_tile(self.level);
-            self.prepare_block(faces.values, !rows);
-            // Faces outside the safe range are scored exactly against every query.
-            for f in 0..faces.ids.len() {
-                if !self.block.valid[f] {
-                    for q in 0..self.queries.len() {
-                        self.rescored += self.consider(q, &faces, f);
-                    }
-                }
-            }
-            match (self.level, rows) {
-                (Level::Portable, false) => self.scan_block::<4, 8, false>(&faces),
-                (Level::Portable, true) => self.scan_rows::<false>(&faces),
+            match self.level {
+                Level::Portable => self.process_block::<4, 8, false>(&faces, rows),
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: with_level checked that this CPU has AVX2 and FMA.
-                (Level::Avx2, false) => unsafe { self.scan_block_avx2(&faces) },
+                Level::Avx2 => unsafe { self.process_block_avx2(&faces, rows) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: with_level checked that this CPU has AVX-512F/VL and FMA.
-                (Level::Avx512, false) => unsafe { self.scan_block_avx512(&faces) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: both levels include AVX2 and FMA.
-                (Level::Avx2 | Level::Avx512, true) => unsafe { self.scan_rows_avx2(&faces) },
+                Level::Avx512 => unsafe { self.process_block_avx512(&faces, rows) },
                 #[cfg(not(target_arch = "x86_64"))]
-                _ => self.scan_block::<4, 8, false>(&faces),
+                _ => self.process_block::<4, 8, false>(&faces, rows),
             }
             self.scored_pairs += ((end - start) * self.queries.len()) as u64;
         }
@@ -241,8 +228,33 @@ impl Scanner {
         }
     }
 
+    /// One block at one level: norms (and packing), the faces outside the safe range exactly,
+    /// then the rows or the tiles. Compiled into each level's target-feature wrapper.
+    #[inline(always)]
+    fn process_block<const QT: usize, const W: usize, const FMA: bool>(
+        &mut self,
+        faces: &Faces,
+        rows: bool,
+    ) {
+        self.prepare_block::<FMA>(faces.values, !rows);
+        // Faces outside the safe range are scored exactly against every query.
+        for f in 0..faces.ids.len() {
+            if !self.block.valid[f] {
+                for q in 0..self.queries.len() {
+                    self.rescored += self.consider(q, faces, f);
+                }
+            }
+        }
+        if rows {
+            self.scan_rows::<FMA>(faces)
+        } else {
+            self.scan_block::<QT, W, FMA>(faces)
+        }
+    }
+
     /// Packs the block and computes its faces' norms.
-    fn prepare_block(&mut self, values: &[f32], pack: bool) {
+    #[inline(always)]
+    fn prepare_block<const FMA: bool>(&mut self, values: &[f32], pack: bool) {
         let dim = self.dim;
         let w = self.panel_width();
         let faces = values.len() / dim;
@@ -257,7 +269,7 @@ impl Scanner {
         block.valid.clear();
         block.xmax = 0.0;
         for x in values.chunks_exact(dim) {
-            let nx = norm2_32(x);
+            let nx = dot_lanes::<FMA>(x, x);
             let valid = SAFE_NORM2.contains(&nx);
             let xn = nx.sqrt();
             block.nx.push(nx);
@@ -338,20 +350,14 @@ impl Scanner {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn scan_block_avx2(&mut self, faces: &Faces) {
-        self.scan_block::<6, 16, true>(faces)
+    unsafe fn process_block_avx2(&mut self, faces: &Faces, rows: bool) {
+        self.process_block::<6, 16, true>(faces, rows)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vl,fma")]
-    unsafe fn scan_block_avx512(&mut self, faces: &Faces) {
-        self.scan_block::<8, 16, true>(faces)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn scan_rows_avx2(&mut self, faces: &Faces) {
-        self.scan_rows::<true>(faces)
+    unsafe fn process_block_avx512(&mut self, faces: &Faces, rows: bool) {
+        self.process_block::<8, 16, true>(faces, rows)
     }
 
     /// Each face row against each query, unpacked (a handful of queries): one pass over the
