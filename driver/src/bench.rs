@@ -3,35 +3,13 @@
 //! so the peers (numpy, FAISS, pgvector) score exactly what facematch scores.
 
 use anyhow::{Context, Result};
+use facematch_job::Method;
+use facematch_job::kernel::synthetic::{self, SeededValues};
 use facematch_job::kernel::{Level, Scanner};
-use facematch_job::{Method, Query, SourceFilter};
 use npyz::WriterBuilder;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
-
-/// Seeded uniform values in [−1, 1) (xorshift64*): reproducible everywhere.
-pub struct SeededValues(u64);
-
-impl SeededValues {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> SeededValues {
-        SeededValues(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    /// `count` values.
-    pub fn take(&mut self, count: usize) -> Vec<f32> {
-        (0..count)
-            .map(|_| {
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-                (v >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-}
 
 /// The benchmark's faces (`faces × dim`) and queries (`queries × dim`) for `seed`.
 pub fn data(faces: usize, queries: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
@@ -89,21 +67,7 @@ pub fn time_kernel(
     batches
         .iter()
         .map(|&batch| {
-            let qs: Vec<Query> = queries
-                .chunks_exact(dim)
-                .cycle()
-                .take(batch)
-                .enumerate()
-                .map(|(i, e)| Query {
-                    history_id: i as i64,
-                    encoding: e.to_vec(),
-                    method: Method::Cosine,
-                    filter: SourceFilter::All,
-                    max_results: n,
-                    exclude_face: None,
-                    max_distance: None,
-                })
-                .collect();
+            let qs = synthetic::queries(queries, dim, batch, Method::Cosine, n);
             let mut best = f64::INFINITY;
             let mut rescored = 0;
             for _ in 0..repeat.max(1) {

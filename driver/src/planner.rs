@@ -4,8 +4,9 @@
 //! the cluster has even started.
 
 use crate::runner::Capacity;
+use facematch_job::Method;
 use facematch_job::kernel::Scanner;
-use facematch_job::{Method, Query, SourceFilter};
+use facematch_job::kernel::synthetic::{self, SeededValues};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -40,26 +41,10 @@ pub struct Plan {
 /// fill about 50 ms, through the same kernel a run uses.
 pub fn measure_rate(dim: usize) -> f64 {
     let dim = dim.max(1);
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let queries: Vec<Query> = (0..64)
-        .map(|i| Query {
-            history_id: i,
-            encoding: (0..dim).map(|_| next()).collect(),
-            method: Method::Euclidean,
-            filter: SourceFilter::All,
-            max_results: 10,
-            exclude_face: None,
-            max_distance: None,
-        })
-        .collect();
     let block = 4096;
-    let values: Vec<f32> = (0..block * dim).map(|_| next()).collect();
+    let mut values = SeededValues::new(3);
+    let queries = synthetic::queries(&values.take(64 * dim), dim, 64, Method::Euclidean, 10);
+    let values = values.take(block * dim);
     let sources = vec![b'A'; block];
     let mut scanner = Scanner::new(&queries, dim);
     let started = Instant::now();

@@ -11,6 +11,7 @@
 //! directly.
 
 pub mod dispatch;
+pub mod synthetic;
 pub mod tile;
 
 use crate::query::{Match, Method, Query};
@@ -461,27 +462,10 @@ impl Scanner {
 /// The level that scans a small calibration block fastest (a few milliseconds in all); levels
 /// give identical results, so the choice only affects speed.
 fn fastest(levels: &[Level]) -> Level {
-    let dim = 128;
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let queries: Vec<Query> = (0..48)
-        .map(|i| Query {
-            history_id: i,
-            encoding: (0..dim).map(|_| next()).collect(),
-            method: Method::Cosine,
-            filter: crate::query::SourceFilter::All,
-            max_results: 10,
-            exclude_face: None,
-            max_distance: None,
-        })
-        .collect();
-    let faces = 2048;
-    let values: Vec<f32> = (0..faces * dim).map(|_| next()).collect();
+    let (dim, faces) = (128, 2048);
+    let mut values = synthetic::SeededValues::new(7);
+    let queries = synthetic::queries(&values.take(48 * dim), dim, 48, Method::Cosine, 10);
+    let values = values.take(faces * dim);
     let ids: Vec<i64> = (0..faces as i64).collect();
     let sources = vec![b'A'; faces];
     let time = |level: Level| {
