@@ -2,7 +2,7 @@
 # make bench: one table, everything measured in this run on one machine — facematch's kernel
 # (release build), facematch's end-to-end `run` with 1 and 2 workers, numpy and FAISS (one
 # thread, in .local/venv-bench) — on the same seeded data (1M × 128-d, 4096 queries). Writes
-# bench/RESULTS.md. pgvector is `make bench-pgvector` (opt-in: it builds the extension).
+# bench/RESULTS.md. pgvector is not measured yet (it has to be built from source: opt-in, to come).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p facematch
