@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/debug/facematch
 
-.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput infra-check bench clean-local
+.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput infra-check bench bench-pgvector clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -50,6 +50,10 @@ build-throughput: build
 ## bench: release build; facematch kernel and end-to-end run vs numpy and FAISS on the same data -> bench/RESULTS.md
 bench: setup
 	@scripts/bench.sh
+
+## bench-pgvector: make bench plus pgvector 0.8.0's exact scan (builds pgvector from Debian's source first)
+bench-pgvector: setup
+	@BENCH_PGVECTOR=1 scripts/bench.sh
 
 ## clean-local: stop the local servers and delete .local (databases, datasets)
 clean-local:

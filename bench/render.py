@@ -36,6 +36,9 @@ def main():
     kernel_path, peers_path, e2e1_path, e2e2_path = sys.argv[1:5]
     kernel = load(kernel_path)
     peers = load(peers_path)
+    pgvector = load(sys.argv[5]) if len(sys.argv) > 5 else None
+    if pgvector:
+        peers["rows"] += pgvector["rows"]
     e2e = [load(e2e1_path), load(e2e2_path)]
     faces = int(e2e[0]["faces_scanned"])
     fm = {r["batch"]: r for r in kernel}
@@ -45,6 +48,12 @@ def main():
     out.append(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.")
     out.append(f"numpy {peers['numpy']}, faiss-cpu {peers['faiss']}; every engine on one thread; "
                f"{faces:,} faces × 128-d float32 (seeded, `facematch bench data`), top-10 cosine.")
+    if pgvector:
+        out.append(f"pgvector {pgvector['pgvector']} (`make bench-pgvector`): no index, one query per "
+                   f"statement, no parallel workers; its answers hold {pgvector['recall']:.1%} of "
+                   f"the exact top-10 (f64 numpy).")
+    else:
+        out.append("pgvector: not measured in this run (`make bench-pgvector` adds it).")
     out.append("")
     out.append("| engine | batch | ms per query | pairs/s | × facematch time |")
     out.append("|---|---:|---:|---:|---:|")

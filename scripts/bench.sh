@@ -2,7 +2,8 @@
 # make bench: one table, everything measured in this run on one machine — facematch's kernel
 # (release build), facematch's end-to-end `run` with 1 and 2 workers, numpy and FAISS (one
 # thread, in .local/venv-bench) — on the same seeded data (1M × 128-d, 4096 queries). Writes
-# bench/RESULTS.md. pgvector is not measured yet (it has to be built from source: opt-in, to come).
+# bench/RESULTS.md. With BENCH_PGVECTOR=1 (`make bench-pgvector`) pgvector's exact scan too: it is
+# built from source first (scripts/pgvector.sh) and takes ~0.3 s per query, so it is opt-in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p facematch
@@ -14,6 +15,8 @@ if [ ! -s "$data/queries.npy" ]; then
   "$bin" bench data --out "$data" --faces 1000000 --queries 4096 --dim 128 --seed 1
 fi
 scripts/python-tools.sh bench
+pgvector=${BENCH_PGVECTOR:-0}
+[ "$pgvector" = 1 ] && scripts/pgvector.sh
 
 echo "bench: facematch kernel"
 "$bin" --json bench kernel --batches "$batches" --repeat 3 >"$data/kernel.json"
@@ -35,5 +38,12 @@ for w in 1 2; do
   psql -q "$url" -c "INSERT INTO histories (in_face_id) SELECT 1 + (g * 7919) % 1000000 FROM generate_series(1, 1000) g"
   "$bin" --json run --dataset bench@v1 -w "$w" >"$data/e2e-$w.json"
 done
+extra=()
+if [ "$pgvector" = 1 ]; then
+  echo "bench: pgvector exact scan"
+  .local/venv-bench/bin/python bench/pgvector.py --data "$data" --url "$url" \
+    --batches "${PGVECTOR_BATCHES:-1,16}" >"$data/pgvector.json"
+  extra=("$data/pgvector.json")
+fi
 .local/venv-bench/bin/python bench/render.py "$data/kernel.json" "$data/peers.json" \
-  "$data/e2e-1.json" "$data/e2e-2.json" | tee bench/RESULTS.md
+  "$data/e2e-1.json" "$data/e2e-2.json" "${extra[@]}" | tee bench/RESULTS.md

@@ -11,6 +11,7 @@ pub mod export;
 pub mod face;
 pub mod import;
 pub mod manifest;
+mod plain_pages;
 pub mod shard;
 pub mod storage;
 pub mod synth;

@@ -6,14 +6,15 @@
 use crate::encoding::{FaceRecord, FaceSource};
 use crate::error::{DatasetError, Result};
 use crate::manifest::ShardInfo;
+use crate::plain_pages::PlainEncodings;
 use crate::storage::Storage;
 use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
@@ -47,7 +48,6 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Encodes records (already validated, all of dimension `dim`) as one Parquet file.
 pub fn encode_shard(records: &[FaceRecord], dim: usize) -> Result<Bytes> {
-    let schema = shard_schema(dim);
     let props = WriterProperties::builder()
         .set_max_row_group_size(ROW_GROUP_ROWS)
         // Float encodings neither compress nor dictionary-encode; skip the work.
@@ -61,6 +61,17 @@ pub fn encode_shard(records: &[FaceRecord], dim: usize) -> Result<Bytes> {
             EnabledStatistics::None,
         )
         .build();
+    encode_shard_with(records, dim, props)
+}
+
+/// [`encode_shard`] with other writer properties (page versions, encodings, compression), as
+/// other tools write shards.
+pub fn encode_shard_with(
+    records: &[FaceRecord],
+    dim: usize,
+    props: WriterProperties,
+) -> Result<Bytes> {
+    let schema = shard_schema(dim);
     let to_err =
         |e: parquet::errors::ParquetError| DatasetError::Invalid(format!("writing Parquet: {e}"));
     let mut writer =
@@ -131,6 +142,9 @@ pub struct ShardReader {
     next_row: u64,
     expected_rows: u64,
     reader: ParquetRecordBatchReader,
+    /// The encoding column's fast path, when it is stored as facematch writes it; the Arrow
+    /// reader then decodes only `face_id` and `source`.
+    encodings: Option<PlainEncodings>,
 }
 
 impl ShardReader {
@@ -180,7 +194,7 @@ impl ShardReader {
             shard: shard.to_string(),
             message,
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(data)
+        let builder = ParquetRecordBatchReaderBuilder::try_new(data.clone())
             .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
         check_schema(builder.schema(), dim).map_err(fail)?;
         let rows = builder.metadata().file_metadata().num_rows() as u64;
@@ -189,6 +203,16 @@ impl ShardReader {
                 "holds {rows} rows but the manifest says {expected_rows}"
             )));
         }
+        let encodings = PlainEncodings::open(data, "encoding", dim).map_err(&fail)?;
+        let builder = match encodings {
+            Some(_) => {
+                let schema = builder.schema().clone();
+                let roots = ["face_id", "source"].map(|name| schema.index_of(name).unwrap_or(0));
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                builder.with_projection(mask)
+            }
+            None => builder,
+        };
         let reader = builder
             .with_batch_size(BATCH_ROWS)
             .build()
@@ -199,7 +223,14 @@ impl ShardReader {
             next_row: 0,
             expected_rows,
             reader,
+            encodings,
         })
+    }
+
+    /// Whether the encoding column is read by the fast path (PLAIN pages decoded directly)
+    /// rather than through Arrow's list reader.
+    pub fn reads_plain_pages(&self) -> bool {
+        self.encodings.is_some()
     }
 
     fn fail(&self, message: String) -> DatasetError {
@@ -209,7 +240,7 @@ impl ShardReader {
         }
     }
 
-    fn decode(&self, batch: RecordBatch) -> Result<ShardBatch> {
+    fn decode(&mut self, batch: RecordBatch) -> Result<ShardBatch> {
         let first_row = self.next_row;
         let ids = batch
             .column_by_name("face_id")
@@ -219,14 +250,9 @@ impl ShardReader {
             .column_by_name("source")
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| self.fail("column source is not a string".into()))?;
-        let encodings = batch
-            .column_by_name("encoding")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-            .ok_or_else(|| self.fail("column encoding is not a fixed-size list".into()))?;
         for (name, nulls) in [
             ("face_id", ids.null_count()),
             ("source", sources.null_count()),
-            ("encoding", encodings.null_count()),
         ] {
             if nulls > 0 {
                 return Err(self.fail(format!(
@@ -234,16 +260,14 @@ impl ShardReader {
                 )));
             }
         }
-        let values = encodings
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .ok_or_else(|| self.fail("encoding values are not float32".into()))?;
-        if values.null_count() > 0 {
-            return Err(self.fail(format!("null encoding values near row {first_row}")));
-        }
-        let offset = encodings.offset() * self.dim;
-        let values = values.slice(offset, encodings.len() * self.dim);
+        let values = match self.encodings.as_mut() {
+            Some(plain) => Float32Array::from(
+                plain
+                    .take(batch.num_rows())
+                    .map_err(|e| self.fail(format!("encoding column: {e}")))?,
+            ),
+            None => self.arrow_encodings(&batch, first_row)?,
+        };
         let mut source_bytes = Vec::with_capacity(sources.len());
         for (i, s) in sources.iter().enumerate() {
             match s {
@@ -259,6 +283,13 @@ impl ShardReader {
         }
         let face_ids = ids.values().to_vec();
         for (i, row) in values.values().chunks_exact(self.dim).enumerate() {
+            // Branch-free over the row (it vectorizes); the messages below only on a bad one.
+            let (finite, nonzero) = row.iter().fold((true, false), |(finite, nonzero), v| {
+                (finite & v.is_finite(), nonzero | (*v != 0.0))
+            });
+            if finite && nonzero {
+                continue;
+            }
             if row.iter().any(|v| !v.is_finite()) {
                 return Err(self.fail(format!(
                     "row {} (face {}): encoding has a non-finite value",
@@ -280,6 +311,32 @@ impl ShardReader {
             encodings: values,
             first_row,
         })
+    }
+}
+
+impl ShardReader {
+    /// The encodings of `batch` as Arrow decoded them (the general path).
+    fn arrow_encodings(&self, batch: &RecordBatch, first_row: u64) -> Result<Float32Array> {
+        let encodings = batch
+            .column_by_name("encoding")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .ok_or_else(|| self.fail("column encoding is not a fixed-size list".into()))?;
+        if encodings.null_count() > 0 {
+            return Err(self.fail(format!(
+                "column encoding has {} null values near row {first_row}",
+                encodings.null_count()
+            )));
+        }
+        let values = encodings
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| self.fail("encoding values are not float32".into()))?;
+        if values.null_count() > 0 {
+            return Err(self.fail(format!("null encoding values near row {first_row}")));
+        }
+        let offset = encodings.offset() * self.dim;
+        Ok(values.slice(offset, encodings.len() * self.dim))
     }
 }
 

@@ -4,9 +4,10 @@
 
 use bytes::Bytes;
 use facematch_datasets::import::{ImportFormat, ImportOptions, import_file};
-use facematch_datasets::shard::{encode_shard, read_all};
+use facematch_datasets::shard::{encode_shard, encode_shard_with, read_all};
 use facematch_datasets::synth::SynthSpec;
 use facematch_datasets::{DatasetWriter, FaceRecord, FaceSource, Manifest, ShardReader, Storage};
+use parquet::file::properties::{WriterProperties, WriterVersion};
 
 fn synth(count: u64, dim: usize) -> Vec<FaceRecord> {
     SynthSpec {
@@ -65,6 +66,50 @@ fn parquet_round_trip_is_exact() {
     let back = read_dataset(&storage, &manifest).unwrap();
     assert_eq!(back, faces);
     assert!(back.iter().any(|f| f.source == FaceSource::User));
+}
+
+/// Shards as other writers lay them out read back the same: data pages v1 and v2, pages so
+/// small that rows span them, odd and tiny dimensions (the fast path checks every level), and a
+/// dictionary-encoded encoding column (not the fast path's shape: Arrow reads it).
+#[test]
+fn every_page_layout_reads_back_the_same() {
+    let small_pages = |version| {
+        WriterProperties::builder()
+            .set_writer_version(version)
+            .set_dictionary_enabled(false)
+            .set_data_page_size_limit(300)
+            .set_write_batch_size(7)
+            .set_max_row_group_size(40)
+    };
+    let layouts: Vec<(&str, WriterProperties, bool)> = vec![
+        (
+            "v1 pages",
+            small_pages(WriterVersion::PARQUET_1_0).build(),
+            true,
+        ),
+        (
+            "v2 pages",
+            small_pages(WriterVersion::PARQUET_2_0).build(),
+            true,
+        ),
+        (
+            "dictionary",
+            WriterProperties::builder()
+                .set_dictionary_enabled(true)
+                .build(),
+            false,
+        ),
+    ];
+    for dim in [1, 13, 128] {
+        let faces = synth(203, dim);
+        for (name, props, plain) in &layouts {
+            let data = encode_shard_with(&faces, dim, props.clone()).unwrap();
+            let reader = ShardReader::open_unverified("s.parquet", data, 203, dim).unwrap();
+            assert_eq!(reader.reads_plain_pages(), *plain, "{name}, dim {dim}");
+            let back = read_all(reader, dim).unwrap();
+            assert!(back == faces, "{name}, dim {dim}: read back differs");
+        }
+    }
 }
 
 #[test]

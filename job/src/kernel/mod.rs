@@ -64,7 +64,7 @@ fn dot32(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ra.iter().zip(rb) {
         tail += x * y;
     }
-    acc.iter().sum::<f32>() + tail
+    sum16(acc) + tail
 }
 
 /// [`dot32`] with fused multiply-adds when `FMA` (inside a function compiled for FMA).
@@ -73,6 +73,20 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     if !FMA {
         return dot32(a, b);
     }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: FMA is true only in code compiled into the AVX2 and AVX-512 levels' wrappers,
+    // which run only on CPUs with AVX2 and FMA.
+    unsafe {
+        dot_avx2(a, b)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dot_fma(a, b)
+}
+
+/// [`dot32`] with fused multiply-adds, where there are no intrinsics for it below.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -85,7 +99,59 @@ fn dot_lanes<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ra.iter().zip(rb) {
         tail = x.mul_add(*y, tail);
     }
-    acc.iter().sum::<f32>() + tail
+    sum16(acc) + tail
+}
+
+/// The sum of 16 partial sums as a tree of vector adds: a plain sum is 16 dependent adds, the
+/// longest chain in a one-query scan.
+#[inline(always)]
+fn sum16(mut acc: [f32; 16]) -> f32 {
+    for i in 0..8 {
+        acc[i] += acc[i + 8];
+    }
+    for i in 0..4 {
+        acc[i] += acc[i + 4];
+    }
+    (acc[0] + acc[2]) + (acc[1] + acc[3])
+}
+
+/// [`dot_lanes`] in AVX2 intrinsics: four independent 8-lane sums. Left to the auto-vectorizer,
+/// the one-query loop came out in 2- and 4-lane pieces and ran at half of memory speed.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY: every load reads 8 floats at i + 8k + 8 ≤ n.
+    unsafe {
+        while i + 32 <= n {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let (x, y) = (
+                    _mm256_loadu_ps(pa.add(i + 8 * k)),
+                    _mm256_loadu_ps(pb.add(i + 8 * k)),
+                );
+                *acc = _mm256_fmadd_ps(x, y, *acc);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let (x, y) = (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+            acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+            i += 8;
+        }
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    let mut sum = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+    for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+        sum = x.mul_add(*y, sum);
+    }
+    sum
 }
 
 #[inline(always)]
