@@ -19,7 +19,7 @@ pgvector=${BENCH_PGVECTOR:-0}
 [ "$pgvector" = 1 ] && scripts/pgvector.sh
 
 echo "bench: facematch kernel"
-"$bin" --json bench kernel --batches "$batches" --repeat 3 >"$data/kernel.json"
+"$bin" --json bench kernel --batches "$batches" --repeat 5 >"$data/kernel.json"
 echo "bench: numpy and FAISS"
 .local/venv-bench/bin/python bench/peers.py --data "$data" --batches "$batches" >"$data/peers.json"
 
