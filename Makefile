@@ -3,7 +3,7 @@
 # when everything is present.
 
 CARGO ?= cargo
-BIN := target/debug/facematch
+BIN := $(or $(CARGO_TARGET_DIR),target)/debug/facematch
 
 .PHONY: setup sample-photos demo test lint fmt build throughput build-throughput infra-check bench bench-pgvector clean-local
 

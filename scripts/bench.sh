@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p facematch
-bin=target/release/facematch
+bin=${CARGO_TARGET_DIR:-target}/release/facematch
 data=.local/bench
 batches=${BENCH_BATCHES:-1,16,256,1024,4096}
 if [ ! -s "$data/queries.npy" ]; then

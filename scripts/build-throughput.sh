@@ -5,7 +5,7 @@
 # database stays clean; datasets go to a temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fm=target/debug/facematch
+fm=${CARGO_TARGET_DIR:-target}/debug/facematch
 export FACEMATCH_PG_DIR=$PWD/.local/pg-throughput
 unset DATABASE_URL
 "$fm" db start >/dev/null

@@ -5,7 +5,7 @@
 # photo as the query — the other Obama photos come back first — and the dataset's stats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fm=target/debug/facematch
+fm=${CARGO_TARGET_DIR:-target}/debug/facematch
 export FACEMATCH_PG_DIR=${FACEMATCH_PG_DIR:-.local/pg}
 unset DATABASE_URL FACEMATCH_DATASET # the demo always uses its own local server and dataset
 photos=.local/photos

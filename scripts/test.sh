@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 # Builds the tests and, with the same feature set, the facematch binary this script needs.
 cargo test --workspace --no-run
 export FACEMATCH_PG_DIR="$PWD/.local/pg-test"
-stop() { target/debug/facematch db stop || true; }
+stop() { "${CARGO_TARGET_DIR:-target}"/debug/facematch db stop || true; }
 trap stop EXIT
-FACEMATCH_TEST_DATABASE_URL=$(target/debug/facematch db start)
+FACEMATCH_TEST_DATABASE_URL=$("${CARGO_TARGET_DIR:-target}"/debug/facematch db start)
 export FACEMATCH_TEST_DATABASE_URL
 cargo test --workspace "$@"

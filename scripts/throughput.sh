@@ -5,7 +5,7 @@
 # local server of `facematch db start`. Needs psql and bc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${2:-target/debug/facematch}
+bin=${2:-${CARGO_TARGET_DIR:-target}/debug/facematch}
 url=${DATABASE_URL:-$("$bin" db start)}
 export DATABASE_URL=$url
 dataset=${1:-}
