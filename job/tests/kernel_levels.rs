@@ -163,6 +163,13 @@ fn dimensions_off_every_vector_width_and_many_query_tiles() {
     }
 }
 
+/// More queries than the kernel scans in one chunk (1024): every chunk, including a last one
+/// that ends inside a query tile, passes over every block.
+#[test]
+fn more_queries_than_one_chunk() {
+    random_case(19, 300, 2500, 8).check("2500 queries");
+}
+
 #[test]
 fn near_ties_at_the_nth_place_are_decided_in_f64() {
     let dim = 128;
