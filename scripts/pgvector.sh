@@ -21,15 +21,7 @@ installed() {
 }
 installed && exit 0
 
-missing=()
-for pkg in postgresql-server-dev-15 make gcc; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "pgvector: installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/apt-install.sh pgvector postgresql-server-dev-15 make gcc
 
 work=.local/pgvector
 mkdir -p "$work"

@@ -207,7 +207,8 @@ impl ShardReader {
         let builder = match encodings {
             Some(_) => {
                 let schema = builder.schema().clone();
-                let roots = ["face_id", "source"].map(|name| schema.index_of(name).unwrap_or(0));
+                let root = |name| schema.index_of(name).map_err(|e| fail(e.to_string()));
+                let roots = [root("face_id")?, root("source")?];
                 let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
                 builder.with_projection(mask)
             }
