@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Python tools in venvs of their own under .local (nothing touches the system Python):
-#   moto    moto[server]==5.2.5, the EMR API emulator of the EMR tests (SPEC section 7;
+#   moto    moto[server]==5.2.5, the EMR API emulator of the EMR tests (ARCHITECTURE.md: Testing;
 #           5.2.1 breaks aws-sdk-s3 multipart)
 #   checkov checkov, the Terraform policy scanner of `make infra-check`
 #   bench   numpy and faiss-cpu, the peers of `make bench`; psycopg for `make bench-pgvector`

@@ -1,4 +1,4 @@
-//! `--runner emr` against moto_server (the EMR API; SPEC section 7) with the dataset, the staged
+//! `--runner emr` against moto_server (the EMR API; ARCHITECTURE.md: Testing) with the dataset, the staged
 //! binary and the rendezvous on a real S3-protocol server (s3s-fs). No EMR cluster exists here,
 //! so this test plays the cluster: it reads the step and the bootstrap action back from moto and
 //! runs their worker commands itself — the same commands the processes runner executes — and

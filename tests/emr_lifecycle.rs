@@ -20,8 +20,8 @@ use aws_sdk_emr::types::{
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use facematch_datasets::{Manifest, S3Options};
 use facematch_driver::cluster::Rendezvous;
-use facematch_driver::emr::{Emr, EmrOptions, EmrRunner};
-use facematch_driver::runner::{ClusterStatus, RunContext, Runner, WorkerLost};
+use facematch_driver::runner::emr::{Emr, EmrOptions, EmrRunner};
+use facematch_driver::runner::{RemoteJob, RunContext, Runner, WorkerLost};
 use facematch_job::{JobOutput, JobSpec, Match};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 
 /// Records what the runner reports, as `job_runs` would.
 #[derive(Default)]
-struct Recorded(Mutex<Vec<ClusterStatus>>);
+struct Recorded(Mutex<Vec<RemoteJob>>);
 
 impl RunContext for Recorded {
     fn run_id(&self) -> i64 {
         7
     }
-    fn record(&self, status: &ClusterStatus) {
+    fn record(&self, status: &RemoteJob) {
         self.0.lock().unwrap().push(status.clone());
     }
 }
@@ -51,7 +51,7 @@ impl Recorded {
         }
         seen
     }
-    fn last(&self) -> ClusterStatus {
+    fn last(&self) -> RemoteJob {
         self.0.lock().unwrap().last().cloned().unwrap()
     }
 }

@@ -486,10 +486,10 @@ fn an_s3_prefix_builds_the_same_faces_as_a_local_folder() {
     let added = json(
         &env,
         &[
-            "--image-store",
-            "s3://faces/store",
             "faces",
             "add",
+            "--image-store",
+            "s3://faces/store",
             "--user",
             "carol",
             "s3://faces/uploads/me.jpg",

@@ -3,7 +3,7 @@
 //! so the peers (numpy, FAISS, pgvector) score exactly what facematch scores.
 
 use anyhow::{Context, Result};
-use facematch_job::Method;
+use facematch_job::{MaxResults, Method};
 use facematch_job::kernel::synthetic::{self, SeededValues};
 use facematch_job::kernel::{Level, Scanner};
 use npyz::WriterBuilder;
@@ -57,7 +57,7 @@ pub fn time_kernel(
     queries: &[f32],
     dim: usize,
     batches: &[usize],
-    n: usize,
+    n: MaxResults,
     level: Level,
     repeat: usize,
 ) -> Vec<KernelTiming> {

@@ -1,4 +1,4 @@
-//! The `facematch` binary.
+//! The `facematch` binary: logging, then the command line of [`facematch_driver::commands`].
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -7,5 +7,5 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    facematch_driver::cli::main()
+    facematch_driver::commands::main()
 }

@@ -1,4 +1,4 @@
-# The scheduled run, AWS's equivalent of `facematch schedule` (SPEC section 6): EventBridge
+# The scheduled run, AWS's equivalent of `facematch schedule` (ARCHITECTURE.md: Where it runs): EventBridge
 # Scheduler starts a Step Functions execution each period, which creates a cluster, runs one
 # batch on it, and terminates it — also when the batch fails (the Catch always terminates).
 #

@@ -1,4 +1,4 @@
-# facematch on AWS (SPEC section 6): the dataset bucket, the network, EMR roles, security groups
+# facematch on AWS (ARCHITECTURE.md: Where it runs): the dataset bucket, the network, EMR roles, security groups
 # and security configuration, RDS PostgreSQL, and the scheduled run (EventBridge Scheduler →
 # Step Functions → EMR). `terraform init/validate/plan/apply` need network access to the
 # provider registry; on an offline machine `make infra-check` runs fmt and checkov only.

@@ -157,26 +157,49 @@ pub fn run_job_connected(
 
 type Candidate = ((i64, (u64, i64, u8)), u64, isize);
 
+/// A final row as worker 0 collects it: (history, score key, face id, source).
+type FinalRow = (i64, u64, i64, u8);
+
+/// What the dataflow hands worker 0 once it has run.
+#[derive(Default)]
+struct Collected {
+    rows: Vec<FinalRow>,
+    reports: Vec<Report>,
+}
+
 fn run_worker(
     worker: &mut timely::worker::Worker,
     spec: &JobSpec,
 ) -> Option<Result<JobOutput, JobError>> {
     let index = worker.index();
-    let peers = worker.peers();
-    let owner = assign_shards(&spec.manifest.shards, peers);
+    let collected = Arc::new(std::sync::Mutex::new(Collected::default()));
+    build_dataflow(worker, spec, collected.clone());
+    // Run the dataflow to completion before reading what it collected.
+    while worker.step_or_park(None) {}
+    if index != 0 {
+        return None;
+    }
+    let collected = std::mem::take(&mut *collected.lock().expect("collected lock"));
+    Some(collect_output(spec, collected))
+}
+
+/// Scan this worker's shards → candidates reduced by history → final rows and reports, both
+/// routed to worker 0's `collected`.
+fn build_dataflow(
+    worker: &mut timely::worker::Worker,
+    spec: &JobSpec,
+    collected: Arc<std::sync::Mutex<Collected>>,
+) {
+    let owner = assign_shards(&spec.manifest.shards, worker.peers());
+    let index = worker.index();
     let my_shards: Vec<usize> = (0..owner.len()).filter(|s| owner[*s] == index).collect();
-    let limits: Arc<HashMap<i64, usize>> = Arc::new(
-        spec.queries
-            .iter()
-            .map(|q| (q.history_id, q.max_results))
-            .collect(),
-    );
-
-    let rows = Arc::new(std::sync::Mutex::new(Vec::<(i64, u64, i64, u8)>::new()));
-    let reports = Arc::new(std::sync::Mutex::new(Vec::<Report>::new()));
-    let (rows_sink, reports_sink) = (rows.clone(), reports.clone());
+    let limits: HashMap<i64, usize> = spec
+        .queries
+        .iter()
+        .map(|q| (q.history_id, q.max_results as usize))
+        .collect();
     let scan_spec = spec.clone();
-
+    let rows_sink = collected.clone();
     worker.dataflow::<u64, _, _>(move |scope| {
         let scanned = my_shards
             .to_stream(scope)
@@ -201,7 +224,7 @@ fn run_worker(
             })
             .container::<Vec<ScanItem>>();
 
-        let candidates = scanned
+        scanned
             .clone()
             .flat_map(|item: ScanItem| match item {
                 ScanItem::Candidate(history, m) => Some((
@@ -211,16 +234,14 @@ fn run_worker(
                 )),
                 ScanItem::Report(_) => None,
             })
-            .as_collection();
-        let limits_for_reduce = limits.clone();
-        candidates
+            .as_collection()
             .reduce(
                 move |history: &i64,
                       input: &[(&(u64, i64, u8), isize)],
                       output: &mut Vec<((u64, i64, u8), isize)>| {
-                    let n = limits_for_reduce.get(history).copied().unwrap_or(0);
-                    for (value, diff) in input.iter().filter(|(_, d)| *d > 0).take(n) {
-                        let _ = diff;
+                    // Differential hands the values sorted: best score first, ties by face id.
+                    let n = limits.get(history).copied().unwrap_or(0);
+                    for (value, _) in input.iter().filter(|(_, d)| *d > 0).take(n) {
                         output.push((**value, 1));
                     }
                 },
@@ -232,7 +253,8 @@ fn run_worker(
                     if *diff > 0 {
                         rows_sink
                             .lock()
-                            .expect("rows lock")
+                            .expect("collected lock")
+                            .rows
                             .push((*history, *key, *face, *source));
                     }
                 },
@@ -244,19 +266,22 @@ fn run_worker(
                 ScanItem::Candidate(..) => None,
             })
             .exchange(|_: &Report| 0)
-            .inspect(move |r: &Report| reports_sink.lock().expect("reports lock").push(r.clone()));
+            .inspect(move |r: &Report| {
+                collected
+                    .lock()
+                    .expect("collected lock")
+                    .reports
+                    .push(r.clone())
+            });
     });
+}
 
-    // Run the dataflow to completion before reading what it collected.
-    while worker.step_or_park(None) {}
-
-    if index != 0 {
-        return None;
-    }
-    let reports = std::mem::take(&mut *reports.lock().expect("reports lock"));
+/// Worker 0's output from what the dataflow collected: counts, then either the shard failures
+/// or every history's matches in result order.
+fn collect_output(spec: &JobSpec, collected: Collected) -> Result<JobOutput, JobError> {
     let mut output = JobOutput::default();
     let mut failures = Vec::new();
-    for report in reports {
+    for report in collected.reports {
         match report {
             Report::Failed { shard, message } => failures.push(format!("shard {shard}: {message}")),
             Report::Scanned {
@@ -272,12 +297,12 @@ fn run_worker(
     }
     if !failures.is_empty() {
         failures.sort();
-        return Some(Err(JobError::Shards(failures.join("; "))));
+        return Err(JobError::Shards(failures.join("; ")));
     }
     for q in &spec.queries {
         output.results.insert(q.history_id, Vec::new());
     }
-    for (history, key, face_id, source) in std::mem::take(&mut *rows.lock().expect("rows lock")) {
+    for (history, key, face_id, source) in collected.rows {
         output.results.entry(history).or_default().push(Match {
             face_id,
             source,
@@ -287,7 +312,7 @@ fn run_worker(
     for matches in output.results.values_mut() {
         matches.sort_by(crate::topn::rank_cmp);
     }
-    Some(Ok(output))
+    Ok(output)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,14 +1,17 @@
-//! What a history asks (SPEC section 3): method, source filter, N, self-exclusion, distance bound;
+//! What a history asks (ARCHITECTURE.md: Similarity): method, source filter, N, self-exclusion, distance bound;
 //! and the validation that rejects anything else with a clear message.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// N, the number of results a history asks for: one type from the CLI through the job to the
+/// tables (the database column is an `int`, and every N in range fits both).
+pub type MaxResults = u32;
 /// Allowed range of `max_results`.
-pub const MAX_RESULTS: std::ops::RangeInclusive<i64> = 1..=1000;
+pub const MAX_RESULTS: std::ops::RangeInclusive<MaxResults> = 1..=1000;
 /// Default `max_results` (as in the old system).
-pub const DEFAULT_MAX_RESULTS: i64 = 10;
+pub const DEFAULT_MAX_RESULTS: MaxResults = 10;
 
 /// Similarity measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,29 +91,32 @@ impl fmt::Display for SourceFilter {
     }
 }
 
-/// Validates a history's parameters as stored (text and integers), so that a history written
+/// Validates a history's parameters as stored (text and any integer), so that a history written
 /// straight into the table is held to the same rules as one submitted through the CLI.
 pub fn validate_params(
     method: &str,
     filter: &str,
     max_results: i64,
     max_distance: Option<f64>,
-) -> Result<(Method, SourceFilter, usize), String> {
+) -> Result<(Method, SourceFilter, MaxResults), String> {
     let method = Method::from_str(method)?;
     let filter = SourceFilter::from_str(filter)?;
-    if !MAX_RESULTS.contains(&max_results) {
+    let in_range = MaxResults::try_from(max_results)
+        .ok()
+        .filter(|n| MAX_RESULTS.contains(n));
+    let Some(max_results) = in_range else {
         return Err(format!(
             "max_results {max_results} is out of range ({}..={})",
             MAX_RESULTS.start(),
             MAX_RESULTS.end()
         ));
-    }
+    };
     if let Some(d) = max_distance
         && !(d.is_finite() && d >= 0.0)
     {
         return Err(format!("max_distance {d} must be a finite number ≥ 0"));
     }
-    Ok((method, filter, max_results as usize))
+    Ok((method, filter, max_results))
 }
 
 /// One history as the job sees it.
@@ -125,9 +131,10 @@ pub struct Query {
     /// Source filter.
     pub filter: SourceFilter,
     /// N: at most this many results.
-    pub max_results: usize,
-    /// A face id never to return (the query face itself, unless self-matches are asked for).
-    pub exclude_face: Option<i64>,
+    pub max_results: MaxResults,
+    /// Self-exclusion: the query face's id, never returned, unless the history lets the face
+    /// match itself (`None`).
+    pub exclude_self: Option<i64>,
     /// Only faces within this euclidean distance of the query.
     pub max_distance: Option<f64>,
 }
@@ -160,6 +167,8 @@ mod tests {
         );
         assert!(err("cosine", "all", 0, None).contains("max_results 0 is out of range"));
         assert!(err("cosine", "all", 1001, None).contains("out of range"));
+        assert!(err("cosine", "all", -3, None).contains("max_results -3 is out of range"));
+        assert!(err("cosine", "all", i64::MAX, None).contains("out of range"));
         assert!(err("cosine", "all", 5, Some(f64::NAN)).contains("max_distance"));
         assert!(err("cosine", "all", 5, Some(-1.0)).contains("max_distance"));
         // No silent fallback: case matters, nothing is "corrected".

@@ -1,4 +1,4 @@
-//! Bounded top-N selection in the result order of SPEC section 3: score descending, then face id
+//! Bounded top-N selection in the result order of ARCHITECTURE.md (Similarity): score descending, then face id
 //! ascending.
 
 use crate::query::Match;

@@ -41,8 +41,8 @@ impl Case {
             encoding,
             method,
             filter: SourceFilter::All,
-            max_results: n,
-            exclude_face: None,
+            max_results: n as u32,
+            exclude_self: None,
             max_distance: None,
         }
     }
@@ -104,8 +104,8 @@ fn reference_query(q: &Query) -> RefQuery {
             SourceFilter::Actor => "actor",
             SourceFilter::User => "user",
         },
-        max_results: q.max_results,
-        exclude: q.exclude_face,
+        max_results: q.max_results as usize,
+        exclude: q.exclude_self,
         max_distance: q.max_distance,
         encoding: q.encoding.clone(),
     }
@@ -153,7 +153,7 @@ fn dimensions_off_every_vector_width_and_many_query_tiles() {
         for (i, q) in case.queries.iter_mut().enumerate() {
             q.filter = [SourceFilter::All, SourceFilter::Actor, SourceFilter::User][i % 3];
             if i % 4 == 1 {
-                q.exclude_face = Some(case.ids[i * 13]);
+                q.exclude_self = Some(case.ids[i * 13]);
             }
             if i % 5 == 2 {
                 q.max_distance = Some(0.5 * (dim as f64).sqrt());

@@ -1,4 +1,4 @@
-//! Similarity and top-N against an independent f64 brute-force reference (SPEC section 3): the
+//! Similarity and top-N against an independent f64 brute-force reference (ARCHITECTURE.md: Similarity): the
 //! kernel on its own with random batch splits, and the whole timely dataflow over Parquet shards
 //! with 1, 2 and 4 workers. Data mixes random values with a coarse grid (exact ties and duplicate
 //! encodings) and extreme norms (the kernel's f64-only path).
@@ -33,8 +33,8 @@ fn reference(faces: &[FaceRecord], q: &Query) -> Vec<(i64, f64)> {
             SourceFilter::Actor => "actor",
             SourceFilter::User => "user",
         },
-        max_results: q.max_results,
-        exclude: q.exclude_face,
+        max_results: q.max_results as usize,
+        exclude: q.exclude_self,
         max_distance: q.max_distance,
         encoding: q.encoding.clone(),
     };
@@ -100,18 +100,18 @@ fn arb_query(dim: usize, history_id: i64) -> impl Strategy<Value = Query> {
             SourceFilter::Actor,
             SourceFilter::User,
         ]),
-        1usize..25,
+        1u32..25,
         prop::option::of(1i64..1010),
         prop::option::of(0.0f64..3.0),
     )
         .prop_map(
-            move |(encoding, method, filter, max_results, exclude_face, max_distance)| Query {
+            move |(encoding, method, filter, max_results, exclude_self, max_distance)| Query {
                 history_id,
                 encoding,
                 method,
                 filter,
                 max_results,
-                exclude_face,
+                exclude_self,
                 max_distance,
             },
         )
@@ -200,8 +200,8 @@ fn query(method: Method, encoding: Vec<f32>, n: usize) -> Query {
         encoding,
         method,
         filter: SourceFilter::All,
-        max_results: n,
-        exclude_face: None,
+        max_results: n as u32,
+        exclude_self: None,
         max_distance: None,
     }
 }
@@ -265,9 +265,9 @@ fn filters_exclude_self_and_max_distance() {
             .collect::<Vec<_>>()
     };
     let mut q = query(Method::Cosine, vec![1.0, 0.0], 10);
-    q.exclude_face = Some(1);
+    q.exclude_self = Some(1);
     assert_eq!(ids(&q), vec![2, 3, 4], "the query face is excluded");
-    q.exclude_face = None;
+    q.exclude_self = None;
     assert_eq!(ids(&q), vec![1, 2, 3, 4], "included on request");
     q.filter = SourceFilter::Actor;
     assert_eq!(ids(&q), vec![1, 3]);
@@ -386,7 +386,7 @@ fn dataflow_equals_the_reference_for_any_worker_count() {
             method,
             filter,
             max_results: n,
-            exclude_face: (h != 4).then_some(source.face_id),
+            exclude_self: (h != 4).then_some(source.face_id),
             max_distance: distance,
         });
     }

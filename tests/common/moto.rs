@@ -1,4 +1,4 @@
-//! `moto_server` 5.2.5 (SPEC section 7): the EMR API emulator, from the venv `make setup`
+//! `moto_server` 5.2.5 (ARCHITECTURE.md: Testing): the EMR API emulator, from the venv `make setup`
 //! installs, started on a free port for one test and killed when it ends. No real EMR control
 //! plane can exist on this machine; moto answers the API and keeps what was asked for.
 

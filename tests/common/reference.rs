@@ -1,4 +1,4 @@
-//! The f64 brute-force reference every result is checked against (SPEC section 3), written from
+//! The f64 brute-force reference every result is checked against (ARCHITECTURE.md: Similarity), written from
 //! the formulas and nothing of facematch's own code, so a kernel or dataflow bug cannot hide in it.
 
 /// A dataset face as the reference sees it.

@@ -1,4 +1,4 @@
-//! From photos to face encodings (SPEC section 5): decoding images safely ([`decode`]), finding
+//! From photos to face encodings (ARCHITECTURE.md: Face pipeline): decoding images safely ([`decode`]), finding
 //! dlib's model files ([`models`]), and detecting, aligning and encoding faces ([`encoder`]), and
 //! a whole photo from bytes to faces ([`photo`]).
 

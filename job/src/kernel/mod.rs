@@ -6,7 +6,7 @@
 //! ([`dispatch::Level`]). Float32 only prunes. The tile tests each pair against the query's current
 //! N-th score widened by a proven bound on the float32 error ([`Limit`]); the few pairs that pass
 //! are re-scored in f64, and only the f64 score decides membership and order. So the chosen set,
-//! order and scores are those of an f64 computation on the stored values (SPEC section 3). Faces
+//! order and scores are those of an f64 computation on the stored values (ARCHITECTURE.md: Similarity). Faces
 //! and queries whose norms fall outside the range where the bound holds take the f64 path
 //! directly.
 
@@ -221,7 +221,7 @@ impl Scanner {
                     nq,
                     qn: nq.sqrt(),
                     prunable: SAFE_NORM2.contains(&nq),
-                    top: TopN::new(q.max_results),
+                    top: TopN::new(q.max_results as usize),
                     query: q.clone(),
                 }
             })
@@ -521,7 +521,7 @@ impl Scanner {
         let p = &mut self.queries[q];
         let query = &p.query;
         let (id, source) = (faces.ids[f], faces.sources[f]);
-        if !query.filter.accepts(source) || query.exclude_face == Some(id) {
+        if !query.filter.accepts(source) || query.exclude_self == Some(id) {
             return 0;
         }
         let x = &faces.values[f * dim..(f + 1) * dim];

@@ -1,7 +1,7 @@
 //! Seeded synthetic encodings and queries: the kernel's level calibration, the planner's rate
 //! probe and `facematch bench` all score these, so their numbers describe the same work.
 
-use crate::query::{Method, Query, SourceFilter};
+use crate::query::{MaxResults, Method, Query, SourceFilter};
 
 /// Seeded uniform values in [−1, 1) (xorshift64*): reproducible on every machine.
 pub struct SeededValues(u64);
@@ -33,7 +33,7 @@ pub fn queries(
     dim: usize,
     count: usize,
     method: Method,
-    n: usize,
+    n: MaxResults,
 ) -> Vec<Query> {
     encodings
         .chunks_exact(dim)
@@ -46,7 +46,7 @@ pub fn queries(
             method,
             filter: SourceFilter::All,
             max_results: n,
-            exclude_face: None,
+            exclude_self: None,
             max_distance: None,
         })
         .collect()

@@ -1,0 +1,320 @@
+//! One batch run, step by step: requeue the histories of dead runs, pin a dataset version, plan
+//! (and maybe refuse) the run, claim PENDING histories, execute the dataflow on a [`Runner`]
+//! while a heartbeat keeps the claim alive, write the results (or errors) back, and record the
+//! run in `job_runs`. [`planner`] estimates a run; [`schedule`] runs batches on a period.
+//!
+//! This is the only code that moves histories through their states during a run, and it does
+//! so only through [`crate::store::histories`]; it never knows which runner executed the job
+//! beyond the [`Runner`] trait (ARCHITECTURE.md: Invariants).
+
+mod heartbeat;
+pub mod planner;
+mod recorder;
+pub mod schedule;
+
+use crate::runner::{Runner, WorkerLost};
+use crate::store::datasets::{self, DatasetRow};
+use crate::store::histories::{self, Claim, ClaimScope};
+use crate::store::job_runs::{self, RunTotals};
+use anyhow::Result;
+use facematch_datasets::{DatasetRef, Manifest, S3Options};
+use facematch_job::{JobOutput, JobSpec};
+use heartbeat::with_heartbeat;
+use recorder::JobRunRecorder;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Dataset to scan (default: the current one).
+    pub dataset: Option<DatasetRef>,
+    /// Which histories to claim.
+    pub scope: ClaimScope,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// Attempts before a history whose runs keep dying ends in ERROR.
+    pub max_attempts: i32,
+    /// S3 access for the dataset.
+    pub s3: S3Options,
+    /// Print the planner's estimate before claiming (it is made anyway for remote runners).
+    pub print_plan: bool,
+    /// Run on a remote cluster even when this machine would finish first.
+    pub force: bool,
+}
+
+/// The planner refused the run: nothing was claimed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanRefused(pub String);
+
+impl PlanRefused {
+    /// Why `plan` refuses runner `label`.
+    fn new(label: &str, plan: &planner::Plan) -> PlanRefused {
+        PlanRefused(format!(
+            "refusing {label}: this machine alone would finish in {:.1} s, before the cluster \
+             has started (≈ {:.0} s); run inline, or pass --force",
+            plan.local_secs, plan.startup_secs
+        ))
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            dataset: None,
+            scope: ClaimScope::default(),
+            lease: Duration::from_secs(300),
+            max_attempts: 3,
+            s3: S3Options::default(),
+            print_plan: false,
+            force: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    /// `job_runs.id` (None when there was nothing to do).
+    pub run_id: Option<i64>,
+    /// Runner label.
+    pub runner: String,
+    /// Dataset version scanned.
+    pub dataset: String,
+    /// Histories claimed.
+    pub claimed: usize,
+    /// Histories FINISHED.
+    pub finished: u64,
+    /// Histories ERROR (rejected at claim or failed run).
+    pub errored: u64,
+    /// Histories whose dead runs were requeued before this one.
+    pub requeued: u64,
+    /// Histories of this run put back to PENDING because a worker process was lost.
+    pub requeued_after_failure: u64,
+    /// Faces read.
+    pub faces_scanned: u64,
+    /// (history, face) pairs scored.
+    pub pairs_scored: u64,
+    /// Milliseconds claiming.
+    pub claim_ms: u64,
+    /// Milliseconds in the dataflow.
+    pub scan_ms: u64,
+    /// Milliseconds writing results.
+    pub write_ms: u64,
+    /// Why the run failed, if it did.
+    pub error: Option<String>,
+    /// Ids of the histories this run ended (finished or errored), ascending.
+    pub history_ids: Vec<i64>,
+    /// The planner's estimate.
+    pub plan: Option<planner::Plan>,
+}
+
+/// Runs every claimable PENDING history (within `options.scope`) in one pass on `runner`.
+pub fn run_pending(
+    database_url: &str,
+    runner: &dyn Runner,
+    options: &RunOptions,
+) -> Result<RunSummary> {
+    let mut client = crate::store::connect_migrated(database_url)?;
+    let mut summary = RunSummary {
+        runner: runner.label(),
+        ..RunSummary::default()
+    };
+    summary.requeued = requeue_dead_runs(&mut client, options.max_attempts)?;
+    let dataset = datasets::resolve(&mut client, options.dataset.as_ref())?;
+    let (storage, manifest) = dataset.load_manifest(&options.s3)?;
+    summary.dataset = dataset.label();
+    runner.check(storage.root_uri())?;
+    summary.plan = plan_or_refuse(&mut client, runner, options, &manifest, &summary.runner)?;
+
+    let run_id = job_runs::start(&mut client, &summary.runner, dataset.id, &summary.dataset)?;
+    summary.run_id = Some(run_id);
+    let claim = claim(&mut client, run_id, options, &dataset, &manifest, &mut summary)?;
+    if !claim.queries.is_empty() {
+        let spec = Arc::new(JobSpec {
+            root_uri: storage.root_uri().to_string(),
+            s3: options.s3.clone(),
+            manifest,
+            queries: claim.queries,
+        });
+        let scan_started = Instant::now();
+        let outcome = execute(database_url, runner, run_id, options.lease, spec.clone());
+        summary.scan_ms = scan_started.elapsed().as_millis() as u64;
+        let write_started = Instant::now();
+        write_back(&mut client, run_id, options, &spec, outcome, &mut summary)?;
+        summary.write_ms = write_started.elapsed().as_millis() as u64;
+    }
+    record_run(&mut client, run_id, &summary)?;
+    Ok(summary)
+}
+
+/// Requeues the histories of runs whose lease expired; returns how many went back to PENDING.
+fn requeue_dead_runs(client: &mut postgres::Client, max_attempts: i32) -> Result<u64> {
+    let (requeued, gave_up) = histories::requeue_expired(client, max_attempts)?;
+    if requeued + gave_up > 0 {
+        tracing::warn!(
+            requeued,
+            gave_up,
+            "requeued histories of runs that stopped responding"
+        );
+    }
+    Ok(requeued)
+}
+
+/// The planner's estimate, printed when asked for; an error when a remote runner would be
+/// slower than this machine and the run is not forced. Nothing is claimed before this.
+fn plan_or_refuse(
+    client: &mut postgres::Client,
+    runner: &dyn Runner,
+    options: &RunOptions,
+    manifest: &Manifest,
+    label: &str,
+) -> Result<Option<planner::Plan>> {
+    let pending = histories::count_claimable(client, &options.scope)?;
+    // Measuring the rate takes ~50 ms: only when someone reads the plan or it may refuse.
+    if pending == 0 || !(options.print_plan || runner.capacity().remote) {
+        return Ok(None);
+    }
+    let local_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = planner::plan(
+        manifest.count,
+        pending,
+        manifest.dim,
+        runner.capacity(),
+        local_threads,
+        planner::measure_rate(manifest.dim),
+    );
+    if options.print_plan {
+        eprintln!("{}", plan.describe(label));
+    }
+    if plan.slower_than_local && !options.force {
+        return Err(PlanRefused::new(label, &plan).into());
+    }
+    Ok(Some(plan))
+}
+
+/// Claims the histories of this run; the invalid ones are already ERROR.
+fn claim(
+    client: &mut postgres::Client,
+    run_id: i64,
+    options: &RunOptions,
+    dataset: &DatasetRow,
+    manifest: &Manifest,
+    summary: &mut RunSummary,
+) -> Result<Claim> {
+    let started = Instant::now();
+    let claim = histories::claim(
+        client,
+        run_id,
+        &options.scope,
+        &dataset.label(),
+        manifest.dim,
+        &summary.runner,
+        options.lease,
+    )?;
+    summary.claimed = claim.queries.len() + claim.rejected.len();
+    summary.errored = claim.rejected.len() as u64;
+    summary.history_ids = claim
+        .queries
+        .iter()
+        .map(|q| q.history_id)
+        .chain(claim.rejected.iter().map(|(id, _)| *id))
+        .collect();
+    summary.history_ids.sort_unstable();
+    summary.claim_ms = started.elapsed().as_millis() as u64;
+    for (id, message) in &claim.rejected {
+        tracing::warn!(history = id, "rejected: {message}");
+    }
+    Ok(claim)
+}
+
+/// Runs the job on `runner` while a heartbeat keeps the run's lease alive.
+fn execute(
+    database_url: &str,
+    runner: &dyn Runner,
+    run_id: i64,
+    lease: Duration,
+    spec: Arc<JobSpec>,
+) -> Result<JobOutput> {
+    let context = JobRunRecorder::new(database_url, run_id);
+    with_heartbeat(database_url, run_id, lease, || {
+        runner.execute(spec, &context)
+    })
+}
+
+/// Writes the run's outcome: every history's results and FINISHED in one transaction per chunk,
+/// or PENDING again (a lost worker is not the histories' fault) until their attempts run out,
+/// or ERROR with the reason for anything else.
+fn write_back(
+    client: &mut postgres::Client,
+    run_id: i64,
+    options: &RunOptions,
+    spec: &JobSpec,
+    outcome: Result<JobOutput>,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let ids: Vec<i64> = spec.queries.iter().map(|q| q.history_id).collect();
+    match outcome {
+        Ok(output) => {
+            summary.faces_scanned = output.faces_scanned;
+            summary.pairs_scored = output.pairs_scored;
+            summary.finished = histories::finish(client, run_id, &output.results)?;
+        }
+        Err(e) if e.downcast_ref::<WorkerLost>().is_some() => {
+            let message = format!("run {run_id} failed: {e:#}");
+            let (requeued, errored) =
+                histories::requeue(client, run_id, &ids, options.max_attempts, &message)?;
+            summary.requeued_after_failure = requeued;
+            summary.errored += errored;
+            summary.error = Some(message);
+        }
+        Err(e) => {
+            let message = format!("run {run_id} failed: {e:#}");
+            summary.errored += histories::fail(client, run_id, &ids, &message)?;
+            summary.error = Some(message);
+        }
+    }
+    Ok(())
+}
+
+/// Ends the run's `job_runs` row with what it did.
+fn record_run(client: &mut postgres::Client, run_id: i64, summary: &RunSummary) -> Result<()> {
+    job_runs::finish(
+        client,
+        run_id,
+        RunTotals {
+            error: summary.error.as_deref(),
+            histories: summary.claimed,
+            faces_scanned: summary.faces_scanned,
+            pairs_scored: summary.pairs_scored,
+            claim_ms: summary.claim_ms,
+            scan_ms: summary.scan_ms,
+            write_ms: summary.write_ms,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::Capacity;
+
+    #[test]
+    fn the_refusal_reads_as_one_sentence() {
+        let cluster = Capacity {
+            threads: 64,
+            startup: Duration::from_secs(420),
+            remote: true,
+        };
+        let plan = planner::plan(1_000_000, 16, 128, cluster, 2, 2e9);
+        assert!(plan.slower_than_local);
+        let message = PlanRefused::new("emr:2x2:c7i.2xlarge", &plan).to_string();
+        assert_eq!(
+            message,
+            "refusing emr:2x2:c7i.2xlarge: this machine alone would finish in 1.0 s, before the \
+             cluster has started (≈ 420 s); run inline, or pass --force"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! One run's meeting place: the job (`spec.json`), the registrations (`peers/<index>`,
+//! `joiners/`), the member list process 0 publishes (`cluster.json`), and how the run ended
+//! (`output.json` or `failure.txt`).
+
+use anyhow::{Context, Result, bail};
+use facematch_datasets::{S3Options, Storage};
+use facematch_job::{JobOutput, JobSpec};
+use std::time::{Duration, Instant};
+
+/// One run's meeting place.
+pub struct Rendezvous {
+    storage: Storage,
+}
+
+/// The job every process runs.
+const SPEC: &str = "spec.json";
+/// The ordered member list process 0 publishes.
+const MEMBERS: &str = "cluster.json";
+/// Process 0's output.
+const OUTPUT: &str = "output.json";
+/// Why the job failed on its data.
+const FAILURE: &str = "failure.txt";
+
+/// A registered process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Peer {
+    /// `host:port` its timely listens on.
+    pub address: String,
+    /// Its process id (on its host).
+    pub pid: u32,
+}
+
+impl Rendezvous {
+    /// Opens the rendezvous at `uri` (a folder, `file://` or `s3://bucket/prefix`).
+    pub fn open(uri: &str, s3: &S3Options) -> Result<Rendezvous> {
+        Ok(Rendezvous {
+            storage: Storage::open(uri, s3)?,
+        })
+    }
+
+    /// Canonical URI.
+    pub fn uri(&self) -> &str {
+        self.storage.root_uri()
+    }
+
+    /// Writes the job every process runs.
+    pub fn publish_spec(&self, spec: &JobSpec) -> Result<()> {
+        self.put_json(SPEC, spec)
+    }
+
+    /// Reads the job.
+    pub fn spec(&self) -> Result<JobSpec> {
+        self.get_json(SPEC, "job spec")
+    }
+
+    /// Whether the job has been published.
+    pub fn has_spec(&self) -> Result<bool> {
+        Ok(self.storage.exists(SPEC)?)
+    }
+
+    fn put_json(&self, key: &str, value: &impl serde::Serialize) -> Result<()> {
+        self.storage.put(key, serde_json::to_vec(value)?.into())?;
+        Ok(())
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str, what: &str) -> Result<T> {
+        let bytes = self.storage.get(key)?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: unreadable {what}", self.storage.uri_of(key)))
+    }
+
+    /// Registers process `index` (started with its position) at `address`.
+    pub fn register(&self, index: usize, address: &str) -> Result<()> {
+        self.put_text(&format!("peers/{index}"), address)
+    }
+
+    /// Registers a process that takes whichever position process 0 gives it.
+    pub fn register_joiner(&self, address: &str) -> Result<()> {
+        let name = format!(
+            "{}-{}",
+            address.replace([':', '/'], "_"),
+            std::process::id()
+        );
+        self.put_text(&format!("joiners/{name}"), address)
+    }
+
+    fn put_text(&self, key: &str, address: &str) -> Result<()> {
+        let text = format!("{address}\n{}\n", std::process::id());
+        self.storage.put(key, text.into_bytes().into())?;
+        Ok(())
+    }
+
+    fn read_peer(&self, key: &str) -> Result<Peer> {
+        let text = String::from_utf8_lossy(&self.storage.get(key)?).into_owned();
+        let mut lines = text.lines();
+        let address = lines.next().unwrap_or_default().trim().to_string();
+        let pid = lines
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        if address.is_empty() {
+            bail!("{}: no address", self.storage.uri_of(key));
+        }
+        Ok(Peer { address, pid })
+    }
+
+    /// The processes registered with their position so far, by index.
+    pub fn registered(&self, processes: usize) -> Result<Vec<Option<Peer>>> {
+        let mut peers = vec![None; processes];
+        for key in self.storage.list("peers/")? {
+            let index = key
+                .strip_prefix("peers/")
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|i| *i < processes);
+            if let Some(index) = index {
+                peers[index] = Some(self.read_peer(&key)?);
+            }
+        }
+        Ok(peers)
+    }
+
+    /// The joiners registered so far, in a stable order.
+    fn joiners(&self) -> Result<Vec<Peer>> {
+        let mut keys = self.storage.list("joiners/")?;
+        keys.sort();
+        keys.iter().map(|key| self.read_peer(key)).collect()
+    }
+
+    /// Process 0: waits until all `processes` positions are taken — by processes started with
+    /// their index, the rest by joiners in registration-name order — and publishes the ordered
+    /// list every process reads. After `timeout` it fails naming the positions still open.
+    pub fn assemble(&self, processes: usize, timeout: Duration) -> Result<Vec<Peer>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut peers = self.registered(processes)?;
+            let mut joiners = self.joiners()?.into_iter();
+            for slot in peers.iter_mut().filter(|p| p.is_none()) {
+                *slot = joiners.next();
+            }
+            if peers.iter().all(Option::is_some) {
+                let peers: Vec<Peer> = peers.into_iter().flatten().collect();
+                self.put_json(MEMBERS, &peers)?;
+                return Ok(peers);
+            }
+            if Instant::now() >= deadline {
+                let missing: Vec<String> = peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.is_none())
+                    .map(|(i, _)| i.to_string())
+                    .collect();
+                bail!(
+                    "worker process(es) {} of {processes} never registered at {} within {:?}",
+                    missing.join(", "),
+                    self.uri(),
+                    timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every other process: waits (bounded) for the list process 0 publishes.
+    pub fn members(&self, timeout: Duration) -> Result<Vec<Peer>> {
+        let deadline = Instant::now() + timeout;
+        while !self.storage.exists(MEMBERS)? {
+            if Instant::now() >= deadline {
+                bail!(
+                    "process 0 never published the cluster at {} within {timeout:?}",
+                    self.uri()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.get_json(MEMBERS, "cluster member list")
+    }
+
+    /// Whether the run is over (an output or a failure was published).
+    pub fn is_finished(&self) -> Result<bool> {
+        Ok(self.storage.exists(OUTPUT)? || self.storage.exists(FAILURE)?)
+    }
+
+    /// Records why the job itself failed (a shard missing or corrupt): an answer for the
+    /// histories, unlike a process that died.
+    pub fn publish_failure(&self, message: &str) -> Result<()> {
+        self.storage
+            .put(FAILURE, message.as_bytes().to_vec().into())?;
+        Ok(())
+    }
+
+    /// The job's failure, if one was recorded.
+    pub fn failure(&self) -> Result<Option<String>> {
+        if !self.storage.exists(FAILURE)? {
+            return Ok(None);
+        }
+        Ok(Some(
+            String::from_utf8_lossy(&self.storage.get(FAILURE)?).into_owned(),
+        ))
+    }
+
+    /// Writes process 0's output.
+    pub fn publish_output(&self, output: &JobOutput) -> Result<()> {
+        self.put_json(OUTPUT, output)
+    }
+
+    /// Reads process 0's output.
+    pub fn output(&self) -> Result<JobOutput> {
+        self.get_json(OUTPUT, "job output")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_that_never_registers_is_named_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let rendezvous =
+            Rendezvous::open(dir.path().to_str().unwrap(), &S3Options::default()).unwrap();
+        rendezvous.register(0, "127.0.0.1:4000").unwrap();
+        rendezvous.register(2, "127.0.0.1:4002").unwrap();
+        let started = Instant::now();
+        let err = rendezvous
+            .assemble(3, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            err.contains("worker process(es) 1 of 3 never registered"),
+            "{err}"
+        );
+        // A joiner takes the open position; a second one is not needed.
+        rendezvous.register_joiner("127.0.0.1:4001").unwrap();
+        let members = rendezvous.assemble(3, Duration::from_secs(1)).unwrap();
+        let addresses: Vec<&str> = members.iter().map(|p| p.address.as_str()).collect();
+        assert_eq!(
+            addresses,
+            ["127.0.0.1:4000", "127.0.0.1:4001", "127.0.0.1:4002"]
+        );
+        assert_eq!(members[1].pid, std::process::id());
+        assert_eq!(rendezvous.members(Duration::from_secs(1)).unwrap(), members);
+    }
+}

@@ -1,0 +1,181 @@
+//! `facematch run`: claim every PENDING history and answer them all in one pass. Also the run
+//! flags `search` and `schedule` share, and the choice of runner (`--runner`).
+
+use super::common::{DatabaseArgs, S3Args, default_workers, parse_dataset};
+use super::emr::EmrArgs;
+use super::EXIT_HISTORY_ERROR;
+use crate::batch::{RunOptions, run_pending};
+use crate::output::{print_json, tables};
+use crate::runner::Runner;
+use crate::runner::emr::EmrRunner;
+use crate::runner::inline::InlineRunner;
+use crate::runner::processes::ProcessesRunner;
+use crate::store::histories::ClaimScope;
+use anyhow::{Result, bail};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How and where a batch runs.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where the dataflow runs: inline, processes:N, processes:NxW or emr.
+    #[arg(long, default_value = "inline")]
+    pub runner: String,
+    /// Timely worker threads per process.
+    #[arg(long, short, default_value_t = default_workers())]
+    pub workers: usize,
+    /// Dataset `name` or `name@vN` (default: the current one).
+    #[arg(long, env = "FACEMATCH_DATASET")]
+    pub dataset: Option<String>,
+    /// Claim at most this many histories (oldest first).
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Seconds a claim lasts without a heartbeat before another run may requeue it.
+    #[arg(long, default_value_t = 300)]
+    pub lease_secs: u64,
+    /// Attempts before a history whose runs keep dying ends in ERROR.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: i32,
+    /// processes runner: hand the workers a hostfile instead of letting them register.
+    #[arg(long)]
+    pub hostfile: bool,
+    /// processes runner: the executable the worker processes run (default: this one), e.g. the
+    /// portable binary of `make worker-binary`.
+    #[arg(long, env = "FACEMATCH_WORKER_BINARY")]
+    pub worker_binary: Option<PathBuf>,
+    /// Run on a cluster even when the planner says this machine alone would finish first.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub emr: Box<EmrArgs>,
+}
+
+impl RunArgs {
+    /// The run's options, claiming within `scope` (and at most `--limit`).
+    pub fn options(&self, s3: &S3Args, scope: ClaimScope) -> Result<RunOptions> {
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        Ok(RunOptions {
+            dataset: parse_dataset(self.dataset.as_deref())?,
+            scope: ClaimScope {
+                limit: self.limit,
+                ..scope
+            },
+            lease: Duration::from_secs(self.lease_secs.max(1)),
+            max_attempts: self.max_attempts.max(1),
+            s3: s3.options(),
+            print_plan: true,
+            force: self.force,
+        })
+    }
+
+    /// The runner `--runner` names.
+    pub fn runner(&self, s3: &S3Args) -> Result<Box<dyn Runner>> {
+        let s3 = s3.options();
+        let kind = self.runner.parse::<RunnerKind>().map_err(anyhow::Error::msg)?;
+        Ok(match kind {
+            RunnerKind::Inline => Box::new(InlineRunner {
+                workers: self.workers,
+            }),
+            RunnerKind::Processes(processes, threads) => Box::new(ProcessesRunner {
+                processes,
+                threads: threads.unwrap_or(self.workers).max(1),
+                connect_timeout: Duration::from_secs(30),
+                s3,
+                hostfile: self.hostfile,
+                worker_binary: self.worker_binary.clone(),
+            }),
+            RunnerKind::Emr => Box::new(EmrRunner::new(self.emr.options(self.workers, &s3)?)?),
+        })
+    }
+}
+
+/// The runners a user can pick with `--runner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunnerKind {
+    /// [`InlineRunner`].
+    Inline,
+    /// [`ProcessesRunner`] with this many processes and, if given, threads per process.
+    Processes(usize, Option<usize>),
+    /// [`EmrRunner`].
+    Emr,
+}
+
+impl FromStr for RunnerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage =
+            || format!("unknown runner {s:?} (available: inline, processes:N, processes:NxW, emr)");
+        match s.split_once(':') {
+            None if s == "inline" => Ok(RunnerKind::Inline),
+            None if s == "emr" => Ok(RunnerKind::Emr),
+            Some(("processes", shape)) => {
+                let positive = |v: &str| v.parse::<usize>().ok().filter(|n| *n > 0);
+                match shape.split_once('x') {
+                    None => positive(shape).map(|n| RunnerKind::Processes(n, None)),
+                    Some((n, w)) => positive(n)
+                        .zip(positive(w))
+                        .map(|(n, w)| RunnerKind::Processes(n, Some(w))),
+                }
+                .ok_or_else(usage)
+            }
+            _ => Err(usage()),
+        }
+    }
+}
+
+/// `facematch run`.
+#[derive(Debug, Args)]
+pub struct RunCommand {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    db: DatabaseArgs,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// Runs one batch and prints its summary; exit 3 when a history ended in ERROR.
+pub fn exec(args: RunCommand, json: bool) -> Result<ExitCode> {
+    let runner = args.run.runner(&args.s3)?;
+    let options = args.run.options(&args.s3, ClaimScope::default())?;
+    let summary = run_pending(&args.db.url()?, runner.as_ref(), &options)?;
+    if json {
+        print_json(&summary)?;
+    } else {
+        print!("{}", tables::run_summary(&summary));
+    }
+    if summary.errored > 0 || summary.error.is_some() {
+        return Ok(ExitCode::from(EXIT_HISTORY_ERROR));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_names_parse() {
+        assert_eq!("inline".parse(), Ok(RunnerKind::Inline));
+        assert_eq!("emr".parse(), Ok(RunnerKind::Emr));
+        assert_eq!("processes:3".parse(), Ok(RunnerKind::Processes(3, None)));
+        assert_eq!(
+            "processes:2x4".parse(),
+            Ok(RunnerKind::Processes(2, Some(4)))
+        );
+        for bad in [
+            "processes:0",
+            "processes:2x0",
+            "processes:",
+            "emr:2",
+            "processes:x2",
+        ] {
+            assert!(bad.parse::<RunnerKind>().is_err(), "{bad}");
+        }
+    }
+}

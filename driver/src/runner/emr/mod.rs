@@ -1,0 +1,299 @@
+//! `--runner emr` (ARCHITECTURE.md: Where it runs): the job runs on an AWS EMR cluster — one
+//! started for the run (RunJobFlow) or a running one (`--cluster-id`, pooling as mrjob has).
+//!
+//! The driver stages the worker binary, a bootstrap script and the run's rendezvous (the job
+//! spec) under an S3 prefix. The bootstrap action installs the binary on every node and starts
+//! pool workers on the core and task nodes — the processes runner's joiner command. The step
+//! runs process 0 — the processes runner's process 0 command. The driver then watches the
+//! cluster, the step and the rendezvous ([`supervise`]) and records what it sees in `job_runs`.
+//! Staging layout under the prefix: `bin/` (binary, script), `runs/<run>/` (rendezvous),
+//! `pools/<cluster-id>/current` (the run a cluster's workers join next), `logs/` (EMR logs).
+
+pub mod client;
+pub mod request;
+pub mod supervise;
+
+use super::{Capacity, RemoteJob, RunContext, Runner};
+use crate::cluster::{Pool, Rendezvous};
+use anyhow::{Context, Result, anyhow, bail};
+pub use client::{ClusterReport, Emr, StepReport};
+use facematch_datasets::{S3Options, Storage};
+use facematch_job::{JobOutput, JobSpec};
+use request::Staged;
+use sha2::Digest;
+use std::sync::Arc;
+use std::time::Duration;
+use supervise::{Watch, supervise};
+
+/// Everything `--runner emr` needs to know.
+#[derive(Debug, Clone)]
+pub struct EmrOptions {
+    /// `s3://bucket/prefix` for the binary, the runs, the pools and (by default) the logs.
+    pub prefix: String,
+    /// Use this running cluster instead of starting one.
+    pub cluster_id: Option<String>,
+    /// The executable the cluster runs (built for its OS); default: this one.
+    pub binary: Option<std::path::PathBuf>,
+    /// Cluster name.
+    pub name: String,
+    /// EMR release, e.g. `emr-7.5.0`.
+    pub release_label: String,
+    /// Primary node instance type.
+    pub primary_type: String,
+    /// Core node instance type.
+    pub core_type: String,
+    /// Core nodes (one worker process each).
+    pub core_nodes: usize,
+    /// Timely threads per worker process.
+    pub threads: usize,
+    /// EMR service role.
+    pub service_role: String,
+    /// EC2 instance profile of the nodes.
+    pub instance_profile: String,
+    /// EMR security configuration name.
+    pub security_configuration: Option<String>,
+    /// Subnet to start the nodes in.
+    pub subnet_id: Option<String>,
+    /// Security group of the primary node.
+    pub primary_security_group: Option<String>,
+    /// Security group of the core and task nodes.
+    pub core_security_group: Option<String>,
+    /// Service-access security group (private subnets).
+    pub service_access_security_group: Option<String>,
+    /// EC2 key pair for SSH.
+    pub key_name: Option<String>,
+    /// Where EMR writes its logs.
+    pub log_uri: String,
+    /// Tags on the cluster.
+    pub tags: Vec<(String, String)>,
+    /// Auto-termination after this much idle time.
+    pub idle_timeout: Duration,
+    /// The whole run's limit, start-up included.
+    pub timeout: Duration,
+    /// First polling interval (doubles up to `poll_max`).
+    pub poll: Duration,
+    /// Longest polling interval.
+    pub poll_max: Duration,
+    /// How long process 0 waits for the others once it runs.
+    pub connect_timeout: Duration,
+    /// How long a pool worker waits for a run before its loop restarts it.
+    pub join_timeout: Duration,
+    /// Keep a cluster this run started after a success (for `--cluster-id` runs later).
+    pub keep_alive: bool,
+    /// What the planner assumes a new cluster takes to start.
+    pub startup: Duration,
+    /// EMR endpoint override (emulators).
+    pub endpoint: Option<String>,
+    /// Region (default: the AWS chain, then us-east-1).
+    pub region: Option<String>,
+    /// S3 access for staging and the rendezvous.
+    pub s3: S3Options,
+}
+
+/// Runs the job on EMR.
+pub struct EmrRunner {
+    /// Options.
+    pub options: EmrOptions,
+    emr: Emr,
+    cancelled: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl EmrRunner {
+    /// Connects to EMR; Ctrl-C terminates what the run started.
+    pub fn new(options: EmrOptions) -> Result<EmrRunner> {
+        let emr = Emr::connect(options.endpoint.as_deref(), options.region.as_deref())?;
+        crate::signals::install();
+        Ok(EmrRunner::with_client(
+            options,
+            emr,
+            Box::new(crate::signals::interrupted),
+        ))
+    }
+
+    /// A runner on `emr`, cancelled when `cancelled` says so (tests).
+    pub fn with_client(
+        options: EmrOptions,
+        emr: Emr,
+        cancelled: Box<dyn Fn() -> bool + Send + Sync>,
+    ) -> EmrRunner {
+        EmrRunner {
+            options,
+            emr,
+            cancelled,
+        }
+    }
+
+    fn staging(&self) -> Result<Storage> {
+        Ok(Storage::open(&self.options.prefix, &self.options.s3)?)
+    }
+
+    /// Uploads the binary (once per content) and the bootstrap script, and publishes the job.
+    pub fn stage(&self, spec: &JobSpec, run_id: i64) -> Result<Staged> {
+        let staging = self.staging()?;
+        let path = match &self.options.binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("cannot find the facematch executable")?,
+        };
+        let binary = std::fs::read(&path)
+            .with_context(|| format!("cannot read the worker binary {}", path.display()))?;
+        let digest = hex::encode(sha2::Sha256::digest(&binary));
+        let binary_key = format!("bin/facematch-{}", &digest[..16]);
+        if !staging.exists(&binary_key)? {
+            staging.put(&binary_key, binary.into())?;
+        }
+        let script = request::BOOTSTRAP_SCRIPT.as_bytes();
+        let script_digest = hex::encode(sha2::Sha256::digest(script));
+        let script_key = format!("bin/bootstrap-{}.sh", &script_digest[..16]);
+        staging.put(&script_key, script.to_vec().into())?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let rendezvous = staging.uri_of(&format!("runs/run-{run_id}-{nanos}"));
+        Rendezvous::open(&rendezvous, &self.options.s3)?.publish_spec(spec)?;
+        Ok(Staged {
+            binary: staging.uri_of(&binary_key),
+            bootstrap: staging.uri_of(&script_key),
+            rendezvous,
+            pools: staging.uri_of("pools"),
+        })
+    }
+
+    /// Starts the cluster (or adds the step to the running one) and points its pool at the run.
+    fn launch(&self, staged: &Staged) -> Result<RemoteJob> {
+        let options = &self.options;
+        match &options.cluster_id {
+            None => {
+                let request = request::run_job_flow(self.emr.client(), options, staged);
+                let out = self.emr.call(request.send()).context("RunJobFlow")?;
+                let cluster_id = out
+                    .job_flow_id()
+                    .ok_or_else(|| anyhow!("RunJobFlow returned no cluster id"))?
+                    .to_string();
+                tracing::info!(cluster = cluster_id, "started EMR cluster");
+                let step_id = self.point_pool_and_find_step(staged, &cluster_id);
+                match step_id {
+                    Ok(step_id) => Ok(RemoteJob {
+                        cluster_id,
+                        step_id: Some(step_id),
+                        cluster_state: "STARTING".into(),
+                        step_state: None,
+                        started_here: true,
+                    }),
+                    Err(e) => {
+                        // Started but not watchable: do not leave it running.
+                        if let Err(t) = self.emr.terminate(&cluster_id) {
+                            tracing::error!("could not terminate cluster {cluster_id}: {t:#}");
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            Some(cluster_id) => {
+                let processes = self.emr.processes_of(cluster_id)?;
+                Pool::open(&staged.pool_of(cluster_id), &options.s3)?
+                    .point_at(&staged.rendezvous)?;
+                let out = self
+                    .emr
+                    .call(
+                        self.emr
+                            .client()
+                            .add_job_flow_steps()
+                            .job_flow_id(cluster_id)
+                            .steps(request::step(options, staged, processes, false))
+                            .send(),
+                    )
+                    .with_context(|| format!("AddJobFlowSteps {cluster_id}"))?;
+                let step_id =
+                    out.step_ids().first().cloned().ok_or_else(|| {
+                        anyhow!("AddJobFlowSteps {cluster_id} returned no step id")
+                    })?;
+                Ok(RemoteJob {
+                    cluster_id: cluster_id.clone(),
+                    step_id: Some(step_id),
+                    cluster_state: String::new(),
+                    step_state: None,
+                    started_here: false,
+                })
+            }
+        }
+    }
+}
+
+impl EmrRunner {
+    /// Points a new cluster's pool at the run (the nodes read it only once bootstrapped, minutes
+    /// from now) and finds the id of the step RunJobFlow added.
+    fn point_pool_and_find_step(&self, staged: &Staged, cluster_id: &str) -> Result<String> {
+        Pool::open(&staged.pool_of(cluster_id), &self.options.s3)?.point_at(&staged.rendezvous)?;
+        let steps = self
+            .emr
+            .call(self.emr.client().list_steps().cluster_id(cluster_id).send())
+            .with_context(|| format!("ListSteps {cluster_id}"))?;
+        steps
+            .steps()
+            .first()
+            .and_then(|s| s.id())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("cluster {cluster_id} lists no step"))
+    }
+}
+
+impl Runner for EmrRunner {
+    fn label(&self) -> String {
+        match &self.options.cluster_id {
+            Some(id) => format!("emr:{id}"),
+            None => format!(
+                "emr:{}x{}:{}",
+                self.options.core_nodes, self.options.threads, self.options.core_type
+            ),
+        }
+    }
+
+    fn capacity(&self) -> Capacity {
+        let (processes, startup) = match &self.options.cluster_id {
+            // A running cluster only has to schedule the step and connect.
+            Some(_) => (1 + self.options.core_nodes, Duration::from_secs(30)),
+            None => (1 + self.options.core_nodes, self.options.startup),
+        };
+        Capacity {
+            threads: processes * self.options.threads,
+            startup,
+            remote: true,
+        }
+    }
+
+    fn check(&self, dataset_root: &str) -> Result<()> {
+        if !dataset_root.starts_with("s3://") {
+            bail!(
+                "--runner emr reads the dataset from S3, but it is at {dataset_root}; \
+                 export or build it under an s3:// root"
+            );
+        }
+        if !self.options.prefix.starts_with("s3://") {
+            bail!(
+                "--emr-prefix must be an s3://bucket/prefix, got {}",
+                self.options.prefix
+            );
+        }
+        Ok(())
+    }
+
+    fn execute(&self, spec: Arc<JobSpec>, context: &dyn RunContext) -> Result<JobOutput> {
+        let staged = self.stage(&spec, context.run_id())?;
+        let status = self.launch(&staged)?;
+        context.record(&status);
+        let rendezvous = Rendezvous::open(&staged.rendezvous, &self.options.s3)?;
+        supervise(
+            &self.emr,
+            status,
+            &rendezvous,
+            Watch {
+                poll: self.options.poll,
+                poll_max: self.options.poll_max,
+                timeout: self.options.timeout,
+                keep_alive: self.options.keep_alive,
+            },
+            context,
+            &*self.cancelled,
+        )
+    }
+}

@@ -1,0 +1,151 @@
+//! Watching a run on EMR until it ends: DescribeCluster and DescribeStep with backoff, the run's
+//! rendezvous for its output, and a limit; whatever happens, the cluster the run started is
+//! terminated (success, failure, timeout, Ctrl-C).
+
+use super::Emr;
+use crate::cluster::Rendezvous;
+use crate::runner::{RemoteJob, RunContext, WorkerLost};
+use anyhow::{Result, anyhow};
+use aws_sdk_emr::types::{ClusterState, StepState};
+use facematch_job::JobOutput;
+use std::time::{Duration, Instant};
+
+/// How to watch.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// First polling interval; it doubles up to `poll_max`.
+    pub poll: Duration,
+    /// Longest polling interval.
+    pub poll_max: Duration,
+    /// The whole run's limit, start-up included.
+    pub timeout: Duration,
+    /// Leave a cluster this run started running after a success (pooling).
+    pub keep_alive: bool,
+}
+
+/// Watches `status` (cluster and step ids filled in) until the run ends, then terminates the
+/// cluster if this run started it. `cancelled` is polled between calls (Ctrl-C).
+pub fn supervise(
+    emr: &Emr,
+    mut status: RemoteJob,
+    rendezvous: &Rendezvous,
+    watch: Watch,
+    context: &dyn RunContext,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<JobOutput> {
+    let outcome = watch_until_done(emr, &mut status, rendezvous, watch, context, cancelled);
+    if status.started_here && (outcome.is_err() || !watch.keep_alive) {
+        match emr.terminate(&status.cluster_id) {
+            Ok(()) => {
+                status.cluster_state = emr
+                    .cluster_state(&status.cluster_id)
+                    .map(|(state, _)| state.as_str().to_string())
+                    .unwrap_or_else(|_| "TERMINATING".into());
+                context.record(&status);
+            }
+            Err(e) => {
+                let message = format!(
+                    "could not terminate cluster {}: {e:#}; terminate it with `facematch emr terminate {}`",
+                    status.cluster_id, status.cluster_id
+                );
+                tracing::error!("{message}");
+                return Err(outcome.err().unwrap_or_else(|| anyhow!(message)));
+            }
+        }
+    }
+    outcome
+}
+
+fn watch_until_done(
+    emr: &Emr,
+    status: &mut RemoteJob,
+    rendezvous: &Rendezvous,
+    watch: Watch,
+    context: &dyn RunContext,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<JobOutput> {
+    let started = Instant::now();
+    let mut interval = watch.poll;
+    let step_id = status.step_id.clone().unwrap_or_default();
+    loop {
+        let (cluster_state, cluster_reason) = emr.cluster_state(&status.cluster_id)?;
+        let (step_state, step_failure) = emr.step_state(&status.cluster_id, &step_id)?;
+        let changed = status.cluster_state != cluster_state.as_str()
+            || status.step_state.as_deref() != Some(step_state.as_str());
+        if changed {
+            status.cluster_state = cluster_state.as_str().to_string();
+            status.step_state = Some(step_state.as_str().to_string());
+            tracing::info!(
+                cluster = status.cluster_id,
+                cluster_state = status.cluster_state,
+                step_state = step_state.as_str(),
+                "EMR"
+            );
+            context.record(status);
+        }
+        // The rendezvous says first whether the job itself ended, and how.
+        if let Some(failure) = rendezvous.failure()? {
+            return Err(anyhow!(failure));
+        }
+        if rendezvous.is_finished()? {
+            return rendezvous.output();
+        }
+        match step_state {
+            StepState::Completed => {
+                return Err(WorkerLost(format!(
+                    "step {step_id} completed without publishing an output at {}",
+                    rendezvous.uri()
+                ))
+                .into());
+            }
+            StepState::Failed | StepState::Cancelled | StepState::Interrupted => {
+                return Err(WorkerLost(format!(
+                    "step {step_id} on cluster {} ended {}{}",
+                    status.cluster_id,
+                    step_state.as_str(),
+                    step_failure.map(|f| format!(": {f}")).unwrap_or_default()
+                ))
+                .into());
+            }
+            _ => {}
+        }
+        if matches!(
+            cluster_state,
+            ClusterState::Terminating
+                | ClusterState::Terminated
+                | ClusterState::TerminatedWithErrors
+        ) {
+            return Err(WorkerLost(format!(
+                "cluster {} is {}{}",
+                status.cluster_id,
+                cluster_state.as_str(),
+                cluster_reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ))
+            .into());
+        }
+        if started.elapsed() >= watch.timeout {
+            return Err(WorkerLost(format!(
+                "timed out after {:?} (cluster {} {}, step {})",
+                watch.timeout,
+                status.cluster_id,
+                cluster_state.as_str(),
+                step_state.as_str()
+            ))
+            .into());
+        }
+        // Sleep in short slices so Ctrl-C and the limit are noticed at once.
+        let wake = Instant::now() + interval.min(watch.timeout.saturating_sub(started.elapsed()));
+        while Instant::now() < wake {
+            if cancelled() {
+                return Err(WorkerLost(format!(
+                    "interrupted (cluster {} {})",
+                    status.cluster_id,
+                    cluster_state.as_str()
+                ))
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20).min(interval));
+        }
+        interval = (interval * 2).min(watch.poll_max);
+    }
+}

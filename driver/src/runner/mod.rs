@@ -1,0 +1,72 @@
+//! Where the dataflow runs, behind one trait (ARCHITECTURE.md: Code map): [`crate::batch`] hands a
+//! [`JobSpec`] to a [`Runner`] and gets worker 0's [`JobOutput`] back, whichever runner executed
+//! it, so the claim and write code never cares where the job ran.
+//!
+//! This module names no runner. Each one lives in its own room — [`inline`] (threads in this
+//! process), [`processes`] (worker processes on this machine), [`emr`] (an AWS EMR cluster) — and
+//! the command line picks one (`commands::run`).
+
+pub mod emr;
+pub mod inline;
+pub mod processes;
+
+use anyhow::Result;
+use facematch_job::{JobOutput, JobSpec};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A worker process died or failed, or the cluster went away: the run's histories may be retried
+/// (they did nothing wrong). Any other error from [`Runner::execute`] is the job's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkerLost(pub String);
+
+/// Where a job on a remote cluster is, in the terms `job_runs` records: the cluster, the unit of
+/// work that runs process 0 on it (an EMR step), their last states, and who started the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteJob {
+    /// Cluster id (EMR `j-…`).
+    pub cluster_id: String,
+    /// The unit of work running process 0 (EMR `s-…`).
+    pub step_id: Option<String>,
+    /// Last cluster state seen.
+    pub cluster_state: String,
+    /// Last step state seen.
+    pub step_state: Option<String>,
+    /// Whether this run started the cluster (and so terminates it).
+    pub started_here: bool,
+}
+
+/// The run a runner executes for.
+pub trait RunContext {
+    /// `job_runs.id`.
+    fn run_id(&self) -> i64;
+    /// Records where a remote job is (called on every change).
+    fn record(&self, job: &RemoteJob);
+}
+
+/// What the planner needs to know about a runner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// Timely worker threads in all.
+    pub threads: usize,
+    /// Time before the first face is scored (cluster start-up).
+    pub startup: Duration,
+    /// Whether it runs on machines other than this one.
+    pub remote: bool,
+}
+
+/// Executes one pass of the job somewhere.
+pub trait Runner {
+    /// What `run_params` and `job_runs` record, e.g. `inline:2`.
+    fn label(&self) -> String;
+    /// Parallelism and start-up, for the planner.
+    fn capacity(&self) -> Capacity;
+    /// Checks, before anything is claimed, that this runner can run a job on the dataset at
+    /// `dataset_root`.
+    fn check(&self, _dataset_root: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Runs the dataflow to completion and returns its output (results for every query).
+    fn execute(&self, spec: Arc<JobSpec>, context: &dyn RunContext) -> Result<JobOutput>;
+}
