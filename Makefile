@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/facematch
 
-.PHONY: setup sample-photos demo test lint fmt build throughput build-throughput infra-check bench bench-pgvector clean-local
+.PHONY: setup sample-photos demo test lint fmt build worker-binary throughput build-throughput infra-check bench bench-pgvector clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -17,6 +17,10 @@ sample-photos:
 
 build: setup
 	$(CARGO) build --workspace --bins
+
+## worker-binary: the portable search worker for EMR 7.x (no face pipeline, only the C library; PROFILE=release|dev)
+worker-binary:
+	@scripts/worker-binary.sh
 
 ## demo: local Postgres + a dataset built from the sample photos + search by an Obama photo, printed
 demo: build
@@ -31,10 +35,11 @@ test: setup
 infra-check:
 	@scripts/infra-check.sh
 
-## lint: formatting check and clippy with warnings as errors
+## lint: formatting check and clippy with warnings as errors, with and without the face pipeline
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p facematch --no-default-features --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -3,7 +3,14 @@
 # however the tests end. Each integration test creates and drops its own database there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Builds the tests and, with the same feature set, the facematch binary this script needs.
+# The portable worker binary (no face pipeline, dev profile): the processes tests run it as the
+# worker executable and tests/worker_binary.rs checks what it links.
+PROFILE=dev scripts/worker-binary.sh
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target=$PWD/$target ;; esac
+export FACEMATCH_PORTABLE_WORKER="$target/worker/facematch-dev"
+# Builds the tests and, with the same feature set, the facematch binary this script needs (after
+# the worker build, which left its own binary at the same path).
 cargo test --workspace --no-run
 export FACEMATCH_PG_DIR="$PWD/.local/pg-test"
 stop() { "${CARGO_TARGET_DIR:-target}"/debug/facematch db stop || true; }

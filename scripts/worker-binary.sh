@@ -16,9 +16,11 @@ dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 mkdir -p "$target/worker"
 out="$target/worker/facematch-$profile"
 cp "$target/$dir/facematch" "$out.tmp"
+# What EMR downloads to every node: line tables and symbols stay, the rest of the debug info goes.
+[ "$profile" = dev ] || strip --strip-debug "$out.tmp"
 mv "$out.tmp" "$out"
-# A later default-features build would otherwise find its own binary replaced by this one.
-cargo build --quiet -p facematch --profile "$profile" --bin facematch
+# $target/$dir/facematch is now this build; the next default-features build of the same profile
+# puts its own back at once (cargo keeps both).
 
 needed=$(objdump -p "$out" | awk '/NEEDED/ {print $2}' | sort | tr '\n' ' ')
 allowed=" libc.so.6 libgcc_s.so.1 libm.so.6 ld-linux-x86-64.so.2 "

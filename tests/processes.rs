@@ -182,6 +182,79 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
     }
 }
 
+/// The portable worker binary (no face pipeline, only the C library) run as every worker process
+/// of the full driver gives the inline results bit for bit, reading the dataset from S3 through an
+/// endpoint given by host name.
+#[test]
+fn the_portable_worker_binary_gives_the_inline_results() {
+    let worker = common::portable_worker();
+    let worker = worker.to_str().unwrap();
+    let env = TestEnv::new();
+    synth(&env, "seven", "3000", "7");
+    let faces: Vec<i64> = (0..8).map(|i| 2 + i * 3701).collect();
+    let inline_ids = submit_batch(&env, &faces);
+    env.ok(&["run", "--dataset", "seven", "--runner", "inline", "-w", "1"]);
+    let expected = env.history_items(&inline_ids);
+    assert!(expected.iter().all(|h| !h.is_empty()));
+    let by_name = env.s3.endpoint.replace("127.0.0.1", "localhost");
+    assert_ne!(by_name, env.s3.endpoint);
+    for runner in ["processes:2", "processes:3x2"] {
+        let ids = submit_batch(&env, &faces);
+        let out = env
+            .command(&[
+                "--json",
+                "run",
+                "--dataset",
+                "seven",
+                "--runner",
+                runner,
+                "-w",
+                "1",
+                "--worker-binary",
+                worker,
+            ])
+            .env("AWS_ENDPOINT_URL", &by_name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{runner}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["finished"], 8, "{runner}: {summary}");
+        assert_eq!(summary["faces_scanned"], 30_000, "{runner}");
+        assert_eq!(env.history_items(&ids), expected, "{runner} with {worker}");
+    }
+    // The flag is what starts the workers: a binary that is not there fails the run at once,
+    // naming it, and the histories go back to PENDING (the machine failed, not they).
+    let ids = submit_batch(&env, &faces[..1]);
+    let out = env.run(&[
+        "run",
+        "--dataset",
+        "seven",
+        "--runner",
+        "processes:2",
+        "--worker-binary",
+        "/nonexistent/facematch",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("/nonexistent/facematch"), "{stdout}");
+    let row = env
+        .db
+        .client()
+        .query_one(
+            "SELECT status, attempts FROM histories WHERE id = $1",
+            &[&ids[0]],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1)),
+        ("PENDING".to_string(), 1)
+    );
+}
+
 /// Waits for the run folder under `tmp` in which every one of `processes` has registered, and
 /// returns their pids in process order.
 fn registered_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i32> {

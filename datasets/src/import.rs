@@ -1,4 +1,4 @@
-//! Importers: the old system's `dataset.dat`, CSV, JSONL and NumPy `.npy` (README: Importing).
+//! Importers: the old system's `dataset.dat`, CSV, JSONL and NumPy `.npy` (ARCHITECTURE.md: Datasets).
 //!
 //! Each importer reads a whole file into [`ImportedFace`]s or fails with the file and line at fault;
 //! nothing is written until the whole input has been read and checked.

@@ -1,7 +1,7 @@
 //! Face-encoding datasets for facematch.
 //!
 //! A dataset version is immutable: `<root>/<name>/v<version>/manifest.json` plus Parquet shard files
-//! (README: Dataset format; ARCHITECTURE.md: Invariants). This crate owns the record type, the
+//! (ARCHITECTURE.md: Datasets, Invariants). This crate owns the record type, the
 //! on-storage format, the storage back-ends (local folders and S3), the ways faces get in and out
 //! (synthetic generator, importers, exporters) and, with the `photos` feature, the face encoder
 //! (dlib) in [`face`]. It knows nothing of Postgres, histories or timely.

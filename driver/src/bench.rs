@@ -3,9 +3,9 @@
 //! so the peers (numpy, FAISS, pgvector) score exactly what facematch scores.
 
 use anyhow::{Context, Result};
-use facematch_job::{MaxResults, Method};
 use facematch_job::kernel::synthetic::{self, SeededValues};
 use facematch_job::kernel::{Level, Scanner};
+use facematch_job::{MaxResults, Method};
 use npyz::WriterBuilder;
 use serde::Serialize;
 use std::path::Path;

@@ -265,14 +265,13 @@ fn build_worker(
                 move |(local, local_frontier), (summaries, summary_frontier), output| {
                     local.for_each(|_, data| mine.append(data));
                     summaries.for_each(|_, data| all.append(data));
+                    // Every worker's summaries are needed before anyone can number a face.
                     if local_frontier.is_empty()
                         && summary_frontier.is_empty()
                         && let Some(cap) = cap.take()
                     {
-                        let mut session = output.session(&cap);
-                        for item in place(&place_spec, std::mem::take(&mut all), mine.drain(..)) {
-                            session.give(item);
-                        }
+                        let placed = place(&place_spec, std::mem::take(&mut all), mine.drain(..));
+                        output.session(&cap).give_iterator(placed.into_iter());
                     }
                 }
             })
@@ -287,29 +286,14 @@ fn build_worker(
             })
             .unary_frontier(Pipeline, "WriteShards", move |cap, _| {
                 let mut cap = Some(cap);
-                let mut shards: BTreeMap<usize, Vec<FaceRecord>> = BTreeMap::new();
+                let mut shards = ShardBuffers::default();
                 move |(input, frontier), output| {
-                    input.for_each(|_, data| {
-                        for item in data.drain(..) {
-                            if let BuildItem::Face(shard, record) = item {
-                                shards.entry(shard).or_default().push(record);
-                            }
-                        }
-                    });
+                    input.for_each(|_, data| shards.add(data.drain(..)));
                     if frontier.is_empty()
                         && let Some(cap) = cap.take()
                     {
-                        let mut session = output.session(&cap);
-                        // One storage handle (one S3 client) for all of this worker's shards.
-                        let storage = Storage::open(&write_spec.output_root, &write_spec.s3)
-                            .map_err(|e| e.to_string());
-                        for (shard, records) in std::mem::take(&mut shards) {
-                            let written = storage
-                                .as_ref()
-                                .map_err(Clone::clone)
-                                .and_then(|s| write_shard(&write_spec, s, shard, records));
-                            session.give(BuildItem::Shard(shard, written));
-                        }
+                        let written = shards.write_all(&write_spec);
+                        output.session(&cap).give_iterator(written.into_iter());
                     }
                 }
             })
@@ -329,6 +313,35 @@ fn build_worker(
     }
     let items = std::mem::take(&mut *collected.lock().expect("build sink"));
     Some(collect_output(spec, items))
+}
+
+/// The faces of the shards one worker writes, gathered until its input is complete.
+#[derive(Default)]
+struct ShardBuffers(BTreeMap<usize, Vec<FaceRecord>>);
+
+impl ShardBuffers {
+    fn add(&mut self, items: impl Iterator<Item = BuildItem>) {
+        for item in items {
+            if let BuildItem::Face(shard, record) = item {
+                self.0.entry(shard).or_default().push(record);
+            }
+        }
+    }
+
+    /// Writes every shard, through one storage handle (one S3 client) for all of them.
+    fn write_all(&mut self, spec: &BuildSpec) -> Vec<BuildItem> {
+        let storage = Storage::open(&spec.output_root, &spec.s3).map_err(|e| e.to_string());
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .map(|(shard, records)| {
+                let written = storage
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|s| write_shard(spec, s, shard, records));
+                BuildItem::Shard(shard, written)
+            })
+            .collect()
+    }
 }
 
 /// Worker 0's view of the finished dataflow, checked for fatal failures.

@@ -212,6 +212,18 @@ pub fn workspace() -> PathBuf {
 }
 
 /// dlib's models, as `make setup` fetches them.
+/// The portable worker binary `make test` builds (`scripts/worker-binary.sh`, dev profile): the
+/// search-only `facematch` that needs nothing but the C library.
+pub fn portable_worker() -> PathBuf {
+    let path = std::env::var_os("FACEMATCH_PORTABLE_WORKER").map(PathBuf::from).expect(
+        "FACEMATCH_PORTABLE_WORKER is not set: run the tests with `make test`, which builds the \
+         portable worker binary first (or `PROFILE=dev scripts/worker-binary.sh` and point the \
+         variable at target/worker/facematch-dev)",
+    );
+    assert!(path.is_file(), "{} does not exist", path.display());
+    path
+}
+
 pub fn models_dir() -> PathBuf {
     std::env::var_os("FACEMATCH_MODELS")
         .map(PathBuf::from)
@@ -245,7 +257,12 @@ impl TestEnv {
     /// The `facematch` command with this environment: database, S3 endpoint and credentials, and
     /// datasets written under `s3://faces/datasets`.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facematch"));
+        self.command_of(Path::new(env!("CARGO_BIN_EXE_facematch")), args)
+    }
+
+    /// [`TestEnv::command`] running the executable `exe` (another build of facematch).
+    pub fn command_of(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(exe);
         cmd.args(args)
             .env_remove("RUST_LOG")
             .env("DATABASE_URL", &self.db.url)

@@ -131,7 +131,14 @@ pub fn run_pending(
 
     let run_id = job_runs::start(&mut client, &summary.runner, dataset.id, &summary.dataset)?;
     summary.run_id = Some(run_id);
-    let claim = claim(&mut client, run_id, options, &dataset, &manifest, &mut summary)?;
+    let claim = claim(
+        &mut client,
+        run_id,
+        options,
+        &dataset,
+        &manifest,
+        &mut summary,
+    )?;
     if !claim.queries.is_empty() {
         let spec = Arc::new(JobSpec {
             root_uri: storage.root_uri().to_string(),

@@ -79,16 +79,16 @@ pub fn run_worker_process(options: &WorkerOptions) -> Result<()> {
     tracing::info!(process, ?addresses, "joining the cluster");
     let connected = exit_unless_connected(options.connect_timeout, addresses.join(", "));
     let config = cluster_config(options.threads, process, addresses);
-    let output =
-        match facematch_job::dataflow::run_job_connected(Arc::new(spec), config, connected) {
-            Ok(output) => output,
-            // The data is at fault, not the cluster: say so, so the histories end in ERROR.
-            Err(e @ (JobError::Shards(_) | JobError::Invalid(_))) => {
-                rendezvous.publish_failure(&e.to_string())?;
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let output = match facematch_job::dataflow::run_job_connected(Arc::new(spec), config, connected)
+    {
+        Ok(output) => output,
+        // The data is at fault, not the cluster: say so, so the histories end in ERROR.
+        Err(e @ (JobError::Shards(_) | JobError::Invalid(_))) => {
+            rendezvous.publish_failure(&e.to_string())?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     match (process, output) {
         (0, Some(output)) => rendezvous.publish_output(&output),
         (0, None) => Err(anyhow!("process 0 returned no output")),

@@ -60,7 +60,11 @@ impl S3Args {
 #[derive(Debug, Clone, Args)]
 pub struct DatasetRootArgs {
     /// Where new dataset versions are written: a folder, file:///path or s3://bucket/prefix.
-    #[arg(long, env = "FACEMATCH_DATASET_ROOT", default_value = ".local/datasets")]
+    #[arg(
+        long,
+        env = "FACEMATCH_DATASET_ROOT",
+        default_value = ".local/datasets"
+    )]
     pub dataset_root: String,
 }
 

@@ -33,7 +33,10 @@ pub enum DbCommand {
 
 /// Runs `facematch db …`.
 pub fn exec(cmd: DbCommand) -> Result<()> {
-    let server = |dir: Option<PathBuf>| dir.map(LocalPostgres::new).unwrap_or_else(LocalPostgres::from_env);
+    let server = |dir: Option<PathBuf>| {
+        dir.map(LocalPostgres::new)
+            .unwrap_or_else(LocalPostgres::from_env)
+    };
     match cmd {
         DbCommand::Start { dir, port } => {
             let url = server(dir).start(port)?;

@@ -126,16 +126,30 @@ mod tests {
     #[test]
     fn verbs_show_only_their_own_flags() {
         let mut cli = Cli::command();
+        cli.build(); // propagates the global --json to every verb
         let bench = cli.find_subcommand_mut("bench").expect("bench");
         let kernel = bench.find_subcommand_mut("kernel").expect("kernel");
         let help = kernel.render_long_help().to_string();
-        for flag in ["--database-url", "--s3-endpoint", "--image-store", "--dataset-root"] {
-            assert!(!help.contains(flag), "bench kernel --help lists {flag}:\n{help}");
+        for flag in [
+            "--database-url",
+            "--s3-endpoint",
+            "--image-store",
+            "--dataset-root",
+        ] {
+            assert!(
+                !help.contains(flag),
+                "bench kernel --help lists {flag}:\n{help}"
+            );
         }
         assert!(help.contains("--json"), "{help}");
         let run = cli.find_subcommand_mut("run").expect("run");
         let help = run.render_long_help().to_string();
-        for flag in ["--database-url", "--s3-endpoint", "--worker-binary", "--emr-prefix"] {
+        for flag in [
+            "--database-url",
+            "--s3-endpoint",
+            "--worker-binary",
+            "--emr-prefix",
+        ] {
             assert!(help.contains(flag), "run --help lacks {flag}");
         }
         assert!(!help.contains("--image-store"), "{help}");
@@ -160,6 +174,10 @@ mod tests {
         }
         let mut bad = Vec::new();
         walk(&Cli::command(), "facematch", &mut bad);
-        assert!(bad.is_empty(), "help texts that say nothing:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "help texts that say nothing:\n{}",
+            bad.join("\n")
+        );
     }
 }

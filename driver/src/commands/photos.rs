@@ -111,10 +111,10 @@ pub struct BuildArgs {
     face: FaceArgs,
 }
 
-#[cfg(feature = "photos")]
-pub use enabled::{build, encode, faces, query_face};
 #[cfg(not(feature = "photos"))]
-pub use disabled::{build, encode, faces, query_face};
+pub use disabled::{build, encode, faces, query_face, require};
+#[cfg(feature = "photos")]
+pub use enabled::{build, encode, faces, query_face, require};
 
 #[cfg(feature = "photos")]
 mod enabled {
@@ -127,6 +127,11 @@ mod enabled {
     use anyhow::anyhow;
     use facematch_datasets::FaceSource;
     use facematch_datasets::face::{Detector, Encoder, EncoderOptions, Landmarks, ModelPaths};
+
+    /// This build has the face pipeline: `verb` can run.
+    pub fn require(_verb: &str) -> Result<()> {
+        Ok(())
+    }
 
     impl FaceArgs {
         /// The detection and encoding settings these flags ask for.
@@ -303,6 +308,11 @@ mod disabled {
         )
     }
 
+    /// `verb` needs the face pipeline this build lacks: an error that says so.
+    pub fn require(verb: &str) -> Result<()> {
+        Err(needs_photos(verb))
+    }
+
     /// `facematch encode`: not in this build.
     pub fn encode(_: EncodeArgs, _: bool) -> Result<ExitCode> {
         Err(needs_photos("encode"))
@@ -326,6 +336,6 @@ mod disabled {
         _: &S3Args,
         _: Option<&str>,
     ) -> Result<i64> {
-        Err(needs_photos("search --image` or `facematch submit --image"))
+        Err(needs_photos("… --image"))
     }
 }

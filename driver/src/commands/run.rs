@@ -1,9 +1,9 @@
 //! `facematch run`: claim every PENDING history and answer them all in one pass. Also the run
 //! flags `search` and `schedule` share, and the choice of runner (`--runner`).
 
+use super::EXIT_HISTORY_ERROR;
 use super::common::{DatabaseArgs, S3Args, default_workers, parse_dataset};
 use super::emr::EmrArgs;
-use super::EXIT_HISTORY_ERROR;
 use crate::batch::{RunOptions, run_pending};
 use crate::output::{print_json, tables};
 use crate::runner::Runner;
@@ -76,7 +76,10 @@ impl RunArgs {
     /// The runner `--runner` names.
     pub fn runner(&self, s3: &S3Args) -> Result<Box<dyn Runner>> {
         let s3 = s3.options();
-        let kind = self.runner.parse::<RunnerKind>().map_err(anyhow::Error::msg)?;
+        let kind = self
+            .runner
+            .parse::<RunnerKind>()
+            .map_err(anyhow::Error::msg)?;
         Ok(match kind {
             RunnerKind::Inline => Box::new(InlineRunner {
                 workers: self.workers,

@@ -26,6 +26,7 @@ pub struct SearchArgs {
 
 /// Submits one history, runs just it, prints it; exit 3 unless it FINISHED.
 pub fn exec(args: SearchArgs, json: bool) -> Result<ExitCode> {
+    args.query.check("search")?;
     let url = args.db.url()?;
     let mut client = crate::store::connect_migrated(&url)?;
     let face = args

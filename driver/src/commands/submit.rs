@@ -44,6 +44,15 @@ pub struct QueryArgs {
 }
 
 impl QueryArgs {
+    /// Fails at once, before anything is read or written, when the query needs what this build
+    /// lacks (`--image` without the face pipeline).
+    pub fn check(&self, verb: &str) -> Result<()> {
+        if self.image.is_some() {
+            super::photos::require(&format!("{verb} --image"))?;
+        }
+        Ok(())
+    }
+
     /// The query face: `--face`, or the largest face of `--image` (added if new), preferring
     /// the faces of dataset `dataset` for a photo known in several.
     pub fn face_id(
@@ -86,6 +95,7 @@ pub struct SubmitArgs {
 
 /// Inserts the history and prints its id.
 pub fn exec(args: SubmitArgs, json: bool) -> Result<()> {
+    args.query.check("submit")?;
     let mut client = args.db.client()?;
     let face = args.query.face_id(&mut client, &args.s3, None)?;
     let id = histories::submit(&mut client, &args.query.submission(face))?;

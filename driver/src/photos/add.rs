@@ -115,7 +115,13 @@ fn prepare(
     for image in request.images {
         let bytes = read_photo(image, request.s3)?;
         let sha256 = sha256_hex(&bytes);
-        let known = known_faces(client, image, &sha256, request.largest, request.prefer_dataset)?;
+        let known = known_faces(
+            client,
+            image,
+            &sha256,
+            request.largest,
+            request.prefer_dataset,
+        )?;
         if !known.is_empty() {
             prepared.push(Prepared::Known(known));
             continue;

@@ -38,7 +38,14 @@ pub fn encode_file(encoder: &Encoder, path: &Path) -> ImageOut {
     let name = path.display().to_string();
     let result = std::fs::read(path)
         .with_context(|| format!("image {name}: cannot read"))
-        .and_then(|bytes| Ok(encode_photo(encoder, &name, &bytes, DecodeLimits::default())?));
+        .and_then(|bytes| {
+            Ok(encode_photo(
+                encoder,
+                &name,
+                &bytes,
+                DecodeLimits::default(),
+            )?)
+        });
     match result {
         Ok(photo) => ImageOut {
             image: name,

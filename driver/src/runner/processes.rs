@@ -131,9 +131,10 @@ impl ProcessesRunner {
                 });
             match started {
                 Ok(child) => children.push((index, child)),
+                // The machine could not start a worker: not the histories' fault.
                 Err(e) => {
                     stop_all(&mut children);
-                    return Err(e);
+                    return Err(WorkerLost(format!("{e:#}")).into());
                 }
             }
         }
@@ -173,8 +174,8 @@ impl ProcessesRunner {
 
     /// Worker process `index` ended with `status`: the error names it and its last log line.
     fn lost(&self, dir: &Path, index: usize, status: ExitStatus) -> WorkerLost {
-        let log = std::fs::read_to_string(dir.join(format!("worker-{index}.log")))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(dir.join(format!("worker-{index}.log"))).unwrap_or_default();
         let last = log
             .lines()
             .rev()

@@ -42,7 +42,12 @@ pub fn start(
         .query_one(
             "INSERT INTO dataset_builds (dataset_name, photos_uri, workers, photos)
              VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&dataset_name, &photos_uri, &(workers as i32), &(photos as i32)],
+            &[
+                &dataset_name,
+                &photos_uri,
+                &(workers as i32),
+                &(photos as i32),
+            ],
         )?
         .get(0))
 }

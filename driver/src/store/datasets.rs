@@ -496,4 +496,3 @@ pub fn register_version(
     )?;
     complete_dataset_row(tx, dataset_id, make_current, manifest)
 }
-

@@ -2,9 +2,9 @@
 //! `faces add` register besides a dataset version.
 
 use anyhow::Result;
+use postgres::GenericClient;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
-use postgres::GenericClient;
 
 /// Locks face-id allocation until the transaction ends (concurrent allocations queue) and returns
 /// the next free id for new photo faces: after every id in use (imported ids included) and never

@@ -1,6 +1,7 @@
 //! Which instruction set the kernel runs on, chosen at run time so one binary runs on any x86-64
-//! host (an EMR node included) and uses the fastest vectors it has. `FACEMATCH_KERNEL=portable|avx2|
-//! avx512` forces a lower level (tests force each one).
+//! host (an EMR node included): the fastest of the levels the CPU has, as measured once per
+//! process. `FACEMATCH_KERNEL=portable|avx2|avx512` forces any level the CPU has, wider or
+//! narrower than the measured one (tests force each one).
 
 /// A kernel instruction-set level, from the most portable to the widest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -217,4 +217,3 @@ pub struct StepReport {
     /// Step state.
     pub state: String,
 }
-

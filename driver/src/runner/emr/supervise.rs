@@ -66,70 +66,18 @@ fn watch_until_done(
 ) -> Result<JobOutput> {
     let started = Instant::now();
     let mut interval = watch.poll;
-    let step_id = status.step_id.clone().unwrap_or_default();
     loop {
-        let (cluster_state, cluster_reason) = emr.cluster_state(&status.cluster_id)?;
-        let (step_state, step_failure) = emr.step_state(&status.cluster_id, &step_id)?;
-        let changed = status.cluster_state != cluster_state.as_str()
-            || status.step_state.as_deref() != Some(step_state.as_str());
-        if changed {
-            status.cluster_state = cluster_state.as_str().to_string();
-            status.step_state = Some(step_state.as_str().to_string());
-            tracing::info!(
-                cluster = status.cluster_id,
-                cluster_state = status.cluster_state,
-                step_state = step_state.as_str(),
-                "EMR"
-            );
-            context.record(status);
-        }
-        // The rendezvous says first whether the job itself ended, and how.
-        if let Some(failure) = rendezvous.failure()? {
-            return Err(anyhow!(failure));
-        }
-        if rendezvous.is_finished()? {
-            return rendezvous.output();
-        }
-        match step_state {
-            StepState::Completed => {
-                return Err(WorkerLost(format!(
-                    "step {step_id} completed without publishing an output at {}",
-                    rendezvous.uri()
-                ))
-                .into());
-            }
-            StepState::Failed | StepState::Cancelled | StepState::Interrupted => {
-                return Err(WorkerLost(format!(
-                    "step {step_id} on cluster {} ended {}{}",
-                    status.cluster_id,
-                    step_state.as_str(),
-                    step_failure.map(|f| format!(": {f}")).unwrap_or_default()
-                ))
-                .into());
-            }
-            _ => {}
-        }
-        if matches!(
-            cluster_state,
-            ClusterState::Terminating
-                | ClusterState::Terminated
-                | ClusterState::TerminatedWithErrors
-        ) {
-            return Err(WorkerLost(format!(
-                "cluster {} is {}{}",
-                status.cluster_id,
-                cluster_state.as_str(),
-                cluster_reason.map(|r| format!(": {r}")).unwrap_or_default()
-            ))
-            .into());
+        let seen = observe(emr, status, context)?;
+        if let Some(outcome) = verdict(status, &seen, rendezvous)? {
+            return outcome;
         }
         if started.elapsed() >= watch.timeout {
             return Err(WorkerLost(format!(
                 "timed out after {:?} (cluster {} {}, step {})",
                 watch.timeout,
                 status.cluster_id,
-                cluster_state.as_str(),
-                step_state.as_str()
+                seen.cluster.as_str(),
+                seen.step.as_str()
             ))
             .into());
         }
@@ -140,7 +88,7 @@ fn watch_until_done(
                 return Err(WorkerLost(format!(
                     "interrupted (cluster {} {})",
                     status.cluster_id,
-                    cluster_state.as_str()
+                    seen.cluster.as_str()
                 ))
                 .into());
             }
@@ -148,4 +96,89 @@ fn watch_until_done(
         }
         interval = (interval * 2).min(watch.poll_max);
     }
+}
+
+/// What one poll of the cluster and the step found.
+struct Seen {
+    cluster: ClusterState,
+    cluster_reason: Option<String>,
+    step: StepState,
+    step_failure: Option<String>,
+}
+
+/// Describes the cluster and the step, and records their states when they changed.
+fn observe(emr: &Emr, status: &mut RemoteJob, context: &dyn RunContext) -> Result<Seen> {
+    let step_id = status.step_id.clone().unwrap_or_default();
+    let (cluster, cluster_reason) = emr.cluster_state(&status.cluster_id)?;
+    let (step, step_failure) = emr.step_state(&status.cluster_id, &step_id)?;
+    let changed = status.cluster_state != cluster.as_str()
+        || status.step_state.as_deref() != Some(step.as_str());
+    if changed {
+        status.cluster_state = cluster.as_str().to_string();
+        status.step_state = Some(step.as_str().to_string());
+        tracing::info!(
+            cluster = status.cluster_id,
+            cluster_state = status.cluster_state,
+            step_state = step.as_str(),
+            "EMR"
+        );
+        context.record(status);
+    }
+    Ok(Seen {
+        cluster,
+        cluster_reason,
+        step,
+        step_failure,
+    })
+}
+
+/// How the run ended, if it has: the rendezvous says first whether the job itself ended (its
+/// output, or the failure of the job on its data); otherwise a step or a cluster that ended
+/// without an output is a lost worker.
+fn verdict(
+    status: &RemoteJob,
+    seen: &Seen,
+    rendezvous: &Rendezvous,
+) -> Result<Option<Result<JobOutput>>> {
+    if let Some(failure) = rendezvous.failure()? {
+        return Ok(Some(Err(anyhow!(failure))));
+    }
+    if rendezvous.is_finished()? {
+        return Ok(Some(rendezvous.output()));
+    }
+    let step_id = status.step_id.as_deref().unwrap_or_default();
+    let lost = match seen.step {
+        StepState::Completed => Some(format!(
+            "step {step_id} completed without publishing an output at {}",
+            rendezvous.uri()
+        )),
+        StepState::Failed | StepState::Cancelled | StepState::Interrupted => Some(format!(
+            "step {step_id} on cluster {} ended {}{}",
+            status.cluster_id,
+            seen.step.as_str(),
+            seen.step_failure
+                .as_ref()
+                .map(|f| format!(": {f}"))
+                .unwrap_or_default()
+        )),
+        _ if matches!(
+            seen.cluster,
+            ClusterState::Terminating
+                | ClusterState::Terminated
+                | ClusterState::TerminatedWithErrors
+        ) =>
+        {
+            Some(format!(
+                "cluster {} is {}{}",
+                status.cluster_id,
+                seen.cluster.as_str(),
+                seen.cluster_reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ))
+        }
+        _ => None,
+    };
+    Ok(lost.map(|message| Err(WorkerLost(message).into())))
 }

@@ -1,0 +1,134 @@
+//! The portable worker binary (`make worker-binary`; `make test` builds it in the dev profile):
+//! what `--runner emr` stages must start on a stock EMR 7.x node (Amazon Linux 2023, glibc
+//! 2.34), so it may link nothing but the C library and no glibc symbol newer than 2.34 — checked
+//! here from the binary itself. Without the face pipeline, it says so when asked for it.
+//! (That it computes the inline results as a worker process is tests/processes.rs.)
+
+mod common;
+
+use common::TestEnv;
+use std::process::Command;
+
+/// Libraries every glibc Linux has.
+const C_LIBRARY: [&str; 4] = [
+    "libc.so.6",
+    "libm.so.6",
+    "libgcc_s.so.1",
+    "ld-linux-x86-64.so.2",
+];
+
+fn objdump(args: &[&str]) -> String {
+    let worker = common::portable_worker();
+    let out = Command::new("objdump")
+        .args(args)
+        .arg(&worker)
+        .output()
+        .expect("objdump (binutils, installed by make setup)");
+    assert!(out.status.success(), "objdump {args:?} failed");
+    String::from_utf8(out.stdout).expect("objdump prints text")
+}
+
+#[test]
+fn it_links_only_the_c_library() {
+    let needed: Vec<String> = objdump(&["-p"])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+        .map(|lib| lib.trim().to_string())
+        .collect();
+    assert!(needed.iter().any(|l| l == "libc.so.6"), "{needed:?}");
+    for lib in &needed {
+        assert!(
+            C_LIBRARY.contains(&lib.as_str()),
+            "it needs {lib}: {needed:?}"
+        );
+    }
+    // The full binary is the control: it does link the face pipeline's libraries.
+    let full = Command::new("objdump")
+        .args(["-p", env!("CARGO_BIN_EXE_facematch")])
+        .output()
+        .unwrap();
+    let full = String::from_utf8_lossy(&full.stdout);
+    assert!(full.contains("libdlib"), "the default build links dlib");
+    // And ldd, resolving them on this machine, finds nothing else.
+    let ldd = Command::new("ldd")
+        .arg(common::portable_worker())
+        .output()
+        .unwrap();
+    let ldd = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    for line in ldd.lines().filter(|l| l.contains(".so")) {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let name = name.rsplit('/').next().unwrap_or(name);
+        assert!(
+            C_LIBRARY.contains(&name) || name.starts_with("linux-vdso"),
+            "ldd: {line}\n{ldd}"
+        );
+    }
+}
+
+#[test]
+fn no_glibc_symbol_is_newer_than_2_34() {
+    let symbols = objdump(&["-T"]);
+    let mut versions: Vec<(u32, u32, String)> = symbols
+        .lines()
+        .filter_map(|line| {
+            let at = line.find("GLIBC_")?;
+            let version: String = line[at + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let major = parts.next()?;
+            let minor = parts.next().unwrap_or(0);
+            Some((major, minor, line.trim().to_string()))
+        })
+        .collect();
+    assert!(versions.len() > 10, "no versioned glibc symbols found");
+    versions.sort();
+    let (major, minor, line) = versions.last().unwrap();
+    assert!(
+        (*major, *minor) <= (2, 34),
+        "the newest glibc symbol is {major}.{minor} (EMR 7.x has 2.34): {line}"
+    );
+}
+
+#[test]
+fn the_face_pipeline_verbs_name_the_missing_feature() {
+    let env = TestEnv::new();
+    let worker = common::portable_worker();
+    let photo = env.path("photo.jpg");
+    std::fs::write(&photo, b"not needed").unwrap();
+    let photo = photo.to_str().unwrap();
+    let cases: [&[&str]; 5] = [
+        &["encode", photo],
+        &["faces", "add", photo],
+        &["dataset", "build", "--images", photo],
+        &["search", "--image", photo],
+        &["submit", "--image", photo],
+    ];
+    for args in cases {
+        let out = env.command_of(&worker, args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("`photos` feature"),
+            "{args:?} does not name the feature: {stderr}"
+        );
+    }
+    // Nothing was written: no history, no face.
+    let mut client = env.db.client();
+    for table in ["histories", "faces"] {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+    // What it is for works: the search verbs are all there.
+    let help = Command::new(&worker).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for verb in [
+        "run", "search", "submit", "show", "schedule", "worker", "dataset", "emr",
+    ] {
+        assert!(help.contains(&format!("  {verb} ")), "no {verb}:\n{help}");
+    }
+}
