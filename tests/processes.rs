@@ -100,6 +100,40 @@ fn synth(env: &TestEnv, name: &str, identities: &str, shards: &str) {
     ]);
 }
 
+/// `--json run` of `dataset` on `runner`, one thread per process unless the runner says.
+fn run_args<'a>(dataset: &'a str, runner: &'a str) -> Vec<&'a str> {
+    vec![
+        "--json",
+        "run",
+        "--dataset",
+        dataset,
+        "--runner",
+        runner,
+        "-w",
+        "1",
+    ]
+}
+
+/// The run succeeded, finished the 8 histories `ids` over the 30,000 faces once each, and gave
+/// them exactly the `expected` items.
+fn assert_run_gave(
+    env: &TestEnv,
+    out: &std::process::Output,
+    ids: &[i64],
+    expected: &[Vec<(i32, i64, u64)>],
+    what: &str,
+) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["finished"], 8, "{what}: {summary}");
+    assert_eq!(summary["faces_scanned"], 30_000, "{what}: every face once");
+    assert_eq!(env.history_items(ids), expected, "{what}");
+}
+
 #[test]
 fn any_processes_threads_and_shard_layout_give_the_inline_results() {
     let env = TestEnv::new();
@@ -123,30 +157,16 @@ fn any_processes_threads_and_shard_layout_give_the_inline_results() {
         ("processes:3x2", "three", Some("--hostfile")),
     ] {
         let ids = submit_batch(&env, &faces);
-        let mut args = vec![
-            "--json",
-            "run",
-            "--dataset",
-            dataset,
-            "--runner",
-            runner,
-            "-w",
-            "1",
-        ];
+        let mut args = run_args(dataset, runner);
         args.extend(discovery);
         let out = env.run(&args);
-        assert!(
-            out.status.success(),
-            "{runner}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        assert_run_gave(
+            &env,
+            &out,
+            &ids,
+            &expected,
+            &format!("{runner} over {dataset}"),
         );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(summary["finished"], 8, "{runner}: {summary}");
-        assert_eq!(
-            summary["faces_scanned"], 30_000,
-            "{runner}: every face once"
-        );
-        assert_eq!(env.history_items(&ids), expected, "{runner} over {dataset}");
         let label: String = env
             .db
             .client()
@@ -200,31 +220,20 @@ fn the_portable_worker_binary_gives_the_inline_results() {
     assert_ne!(by_name, env.s3.endpoint);
     for runner in ["processes:2", "processes:3x2"] {
         let ids = submit_batch(&env, &faces);
+        let mut args = run_args("seven", runner);
+        args.extend(["--worker-binary", worker]);
         let out = env
-            .command(&[
-                "--json",
-                "run",
-                "--dataset",
-                "seven",
-                "--runner",
-                runner,
-                "-w",
-                "1",
-                "--worker-binary",
-                worker,
-            ])
+            .command(&args)
             .env("AWS_ENDPOINT_URL", &by_name)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{runner}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        assert_run_gave(
+            &env,
+            &out,
+            &ids,
+            &expected,
+            &format!("{runner} with {worker}"),
         );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(summary["finished"], 8, "{runner}: {summary}");
-        assert_eq!(summary["faces_scanned"], 30_000, "{runner}");
-        assert_eq!(env.history_items(&ids), expected, "{runner} with {worker}");
     }
     // The flag is what starts the workers: a binary that is not there fails the run at once,
     // naming it, and the histories go back to PENDING (the machine failed, not they).

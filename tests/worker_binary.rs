@@ -132,3 +132,116 @@ fn the_face_pipeline_verbs_name_the_missing_feature() {
         assert!(help.contains(&format!("  {verb} ")), "no {verb}:\n{help}");
     }
 }
+
+/// Everything a search needs works in the portable binary alone, as the driver too: a dataset
+/// made, listed, shown, exported and imported again, a search, a queued history run inline and
+/// shown, a scheduled window — with the same results as the full binary.
+#[test]
+fn the_portable_binary_runs_every_search_verb() {
+    let env = TestEnv::new();
+    let worker = common::portable_worker();
+    let portable = |args: &[&str]| -> String {
+        let out = env.command_of(&worker, args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "portable {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    portable(&[
+        "dataset",
+        "synth",
+        "--name",
+        "small",
+        "--identities",
+        "200",
+        "--per-identity",
+        "5",
+        "--dim",
+        "32",
+        "--shards",
+        "3",
+        "--seed",
+        "5",
+    ]);
+    assert!(portable(&["dataset", "list"]).contains("small@v1"));
+    assert!(portable(&["dataset", "show", "small"]).contains("shard-00002.parquet"));
+    let csv = env.path("small.csv");
+    portable(&[
+        "dataset",
+        "export",
+        "--dataset",
+        "small",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    portable(&[
+        "dataset",
+        "import",
+        csv.to_str().unwrap(),
+        "--name",
+        "again",
+        "--no-current",
+    ]);
+    let query = [
+        "--face",
+        "17",
+        "--method",
+        "euclidean",
+        "--max-results",
+        "7",
+    ];
+
+    let search = |output: String| -> Vec<(i64, f64)> {
+        let view: serde_json::Value = serde_json::from_str(&output).unwrap();
+        assert_eq!(view["status"], "FINISHED", "{view}");
+        view["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["face_id"].as_i64().unwrap(), i["score"].as_f64().unwrap()))
+            .collect()
+    };
+    let mut args = vec!["--json", "search", "--dataset", "small", "-w", "1"];
+    args.extend(query);
+    let from_portable = search(portable(&args));
+    let from_full = search(env.ok(&args));
+    assert_eq!(from_portable.len(), 7);
+    assert_eq!(
+        from_portable, from_full,
+        "the same results from both binaries"
+    );
+    // The imported copy holds the same faces: the same answer over it.
+    args[3] = "again";
+    assert_eq!(search(portable(&args)), from_full);
+
+    let mut submit = vec!["submit"];
+    submit.extend(query);
+    let id = portable(&submit).trim().to_string();
+    portable(&["run", "--dataset", "small", "-w", "1"]);
+    assert_eq!(search(portable(&["--json", "show", &id])), from_full);
+    let id = portable(&submit).trim().to_string();
+    let window: serde_json::Value = serde_json::from_str(&portable(&[
+        "--json",
+        "schedule",
+        "--every",
+        "100000h",
+        "--once",
+        "--dataset",
+        "small",
+        "-w",
+        "1",
+    ]))
+    .unwrap();
+    assert_eq!(window["run"]["finished"], 1, "{window}");
+    assert_eq!(search(portable(&["--json", "show", &id])), from_full);
+    assert!(portable(&["stats", "--dataset", "small"]).contains("mean encoding of small@v1"));
+    for verb in [
+        &["emr", "--help"][..],
+        &["worker", "--help"],
+        &["bench", "--help"],
+    ] {
+        portable(verb);
+    }
+}

@@ -21,7 +21,7 @@ locals {
     "password=$(printf %s \"$secret\" | jq -r .password | jq -sRr @uri)",
     "export DATABASE_URL=\"postgres://$user:$password@${aws_db_instance.main.address}:5432/facematch\"",
     "cluster=$(jq -r .jobFlowId /mnt/var/lib/info/job-flow.json)",
-    "exec /usr/local/bin/facematch run --runner emr --cluster-id \"$cluster\" --emr-prefix '${local.prefix_uri}' --dataset-root '${local.prefix_uri}/datasets' --workers ${var.worker_threads} --force",
+    "exec /usr/local/bin/facematch run --runner emr --cluster-id \"$cluster\" --emr-prefix '${local.prefix_uri}' --workers ${var.worker_threads} --force",
   ])
   cluster_request = {
     Name                  = "${local.name}-scheduled"

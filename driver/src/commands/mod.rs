@@ -49,7 +49,7 @@ enum Command {
     /// Queue a search (a PENDING history); prints its id.
     Submit(submit::SubmitArgs),
     /// Claim every PENDING history and answer them all in one pass over the dataset.
-    Run(run::RunCommand),
+    Run(run::RunArgs),
     /// Submit a search, run it now, and print the result.
     Search(search::SearchArgs),
     /// Show a history and its results.

@@ -233,7 +233,14 @@ mod enabled {
             make_current: !args.write.no_current,
             workers: args.workers,
             s3: args.write.s3.options(),
-            progress: !json,
+            progress: if json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                crate::output::progress_bar(
+                    0,
+                    "{spinner} encoding [{bar:30}] {pos}/{len} photos, {msg} ({elapsed}, eta {eta})",
+                )
+            },
         };
         let built = build_dataset(&args.write.db.url()?, &request)?;
         if json {

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// How and where a batch runs.
+/// How and where a batch runs (`facematch run`, and the run flags of `search` and `schedule`).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Where the dataflow runs: inline, processes:N, processes:NxW or emr.
@@ -51,11 +51,15 @@ pub struct RunArgs {
     pub force: bool,
     #[command(flatten)]
     pub emr: Box<EmrArgs>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 impl RunArgs {
     /// The run's options, claiming within `scope` (and at most `--limit`).
-    pub fn options(&self, s3: &S3Args, scope: ClaimScope) -> Result<RunOptions> {
+    pub fn options(&self, scope: ClaimScope) -> Result<RunOptions> {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
@@ -67,15 +71,15 @@ impl RunArgs {
             },
             lease: Duration::from_secs(self.lease_secs.max(1)),
             max_attempts: self.max_attempts.max(1),
-            s3: s3.options(),
+            s3: self.s3.options(),
             print_plan: true,
             force: self.force,
         })
     }
 
     /// The runner `--runner` names.
-    pub fn runner(&self, s3: &S3Args) -> Result<Box<dyn Runner>> {
-        let s3 = s3.options();
+    pub fn runner(&self) -> Result<Box<dyn Runner>> {
+        let s3 = self.s3.options();
         let kind = self
             .runner
             .parse::<RunnerKind>()
@@ -131,21 +135,10 @@ impl FromStr for RunnerKind {
     }
 }
 
-/// `facematch run`.
-#[derive(Debug, Args)]
-pub struct RunCommand {
-    #[command(flatten)]
-    run: RunArgs,
-    #[command(flatten)]
-    db: DatabaseArgs,
-    #[command(flatten)]
-    s3: S3Args,
-}
-
 /// Runs one batch and prints its summary; exit 3 when a history ended in ERROR.
-pub fn exec(args: RunCommand, json: bool) -> Result<ExitCode> {
-    let runner = args.run.runner(&args.s3)?;
-    let options = args.run.options(&args.s3, ClaimScope::default())?;
+pub fn exec(args: RunArgs, json: bool) -> Result<ExitCode> {
+    let runner = args.runner()?;
+    let options = args.options(ClaimScope::default())?;
     let summary = run_pending(&args.db.url()?, runner.as_ref(), &options)?;
     if json {
         print_json(&summary)?;

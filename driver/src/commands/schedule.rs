@@ -1,6 +1,5 @@
 //! `facematch schedule`: the PENDING histories as one batch every period.
 
-use super::common::{DatabaseArgs, S3Args};
 use super::run::RunArgs;
 use crate::batch::schedule::schedule;
 use crate::output::{print_json, tables};
@@ -20,10 +19,6 @@ pub struct ScheduleArgs {
     once: bool,
     #[command(flatten)]
     run: RunArgs,
-    #[command(flatten)]
-    db: DatabaseArgs,
-    #[command(flatten)]
-    s3: S3Args,
 }
 
 /// Runs windows until SIGTERM or SIGINT (or one, with `--once`), printing each.
@@ -31,10 +26,10 @@ pub fn exec(args: ScheduleArgs, json: bool) -> Result<()> {
     if args.every.is_zero() {
         bail!("--every must be positive");
     }
-    let runner = args.run.runner(&args.s3)?;
-    let options = args.run.options(&args.s3, ClaimScope::default())?;
+    let runner = args.run.runner()?;
+    let options = args.run.options(ClaimScope::default())?;
     schedule(
-        &args.db.url()?,
+        &args.run.db.url()?,
         runner.as_ref(),
         &options,
         args.every,

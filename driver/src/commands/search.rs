@@ -1,7 +1,6 @@
 //! `facematch search`: submit a search, run it now, and print the result.
 
 use super::EXIT_HISTORY_ERROR;
-use super::common::{DatabaseArgs, S3Args};
 use super::run::RunArgs;
 use super::submit::QueryArgs;
 use crate::batch::{RunOptions, run_pending};
@@ -18,22 +17,18 @@ pub struct SearchArgs {
     query: QueryArgs,
     #[command(flatten)]
     run: RunArgs,
-    #[command(flatten)]
-    db: DatabaseArgs,
-    #[command(flatten)]
-    s3: S3Args,
 }
 
 /// Submits one history, runs just it, prints it; exit 3 unless it FINISHED.
 pub fn exec(args: SearchArgs, json: bool) -> Result<ExitCode> {
     args.query.check("search")?;
-    let url = args.db.url()?;
+    let url = args.run.db.url()?;
     let mut client = crate::store::connect_migrated(&url)?;
     let face = args
         .query
-        .face_id(&mut client, &args.s3, args.run.dataset.as_deref())?;
+        .face_id(&mut client, &args.run.s3, args.run.dataset.as_deref())?;
     let id = histories::submit(&mut client, &args.query.submission(face))?;
-    let runner = args.run.runner(&args.s3)?;
+    let runner = args.run.runner()?;
     let scope = ClaimScope {
         only: Some(vec![id]),
         limit: None,
@@ -41,7 +36,7 @@ pub fn exec(args: SearchArgs, json: bool) -> Result<ExitCode> {
     // One question answered now: the plan would only be noise.
     let options = RunOptions {
         print_plan: false,
-        ..args.run.options(&args.s3, scope)?
+        ..args.run.options(scope)?
     };
     let summary = run_pending(&url, runner.as_ref(), &options)?;
     let view = histories::load(&mut crate::store::connect(&url)?, id)?;

@@ -17,6 +17,7 @@ use facematch_datasets::{DatasetWriter, FaceSource, Manifest, S3Options, Storage
 use facematch_job::build::{
     BuildOutput, BuildProgress, BuildSpec, FailureStage, PhotoOutcome, PhotoTask, run_build,
 };
+use indicatif::ProgressBar;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,8 +49,9 @@ pub struct BuildRequest {
     pub workers: usize,
     /// How to reach S3.
     pub s3: S3Options,
-    /// Draw a progress bar on the terminal.
-    pub progress: bool,
+    /// The progress bar to keep up to date (its length is set to the number of photos), or
+    /// `ProgressBar::hidden()`.
+    pub progress: ProgressBar,
 }
 
 /// A photo that could not be used.
@@ -234,14 +236,8 @@ fn base_manifest(base: Option<DatasetRow>, s3: &S3Options) -> Result<Option<Mani
 fn run_with_progress(spec: Arc<BuildSpec>, request: &BuildRequest) -> Result<BuildOutput> {
     let progress = Arc::new(BuildProgress::default());
     let total = spec.photos.len() as u64;
-    let bar = if request.progress {
-        crate::output::progress_bar(
-            total,
-            "{spinner} encoding [{bar:30}] {pos}/{len} photos, {msg} ({elapsed}, eta {eta})",
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = request.progress.clone();
+    bar.set_length(total);
     let watcher = {
         let (progress, bar) = (progress.clone(), bar.clone());
         std::thread::spawn(move || {
