@@ -51,9 +51,9 @@ struct Emr<'a> {
 }
 
 impl Emr<'_> {
-    /// `facematch run --runner emr …` with EMR on moto.
+    /// `facematch run --runner emr …` with EMR on moto. The binary staged is the default: the
+    /// portable worker binary beside this (full) facematch.
     fn run_command(&self, extra: &[&str]) -> Command {
-        let binary = self.binary.display().to_string();
         let mut args = vec![
             "--json",
             "run",
@@ -63,8 +63,6 @@ impl Emr<'_> {
             "2",
             "--emr-prefix",
             "s3://faces/emr",
-            "--emr-binary",
-            &binary,
             "--emr-core-nodes",
             "2",
             "--emr-tag",
@@ -151,10 +149,8 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
             .enable_all()
             .build()
             .unwrap(),
-        binary: env.path("facematch-for-the-cluster"),
+        binary: common::portable_worker(),
     };
-    // What the cluster would download: any executable built for its OS; its bytes are checked.
-    std::fs::write(&emr.binary, b"\x7fELF facematch built for Amazon Linux").unwrap();
     env.ok(&[
         "dataset",
         "synth",
@@ -193,6 +189,23 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
             .all(|s| *s == ("PENDING".into(), 0))
     );
     assert!(emr.clusters().is_empty(), "a refused run starts nothing");
+
+    // A binary a stock EMR node cannot start (the full facematch links dlib) is refused before
+    // anything is claimed or started, naming what it needs.
+    let full = emr
+        .run_command(&["--force", "--emr-binary", env!("CARGO_BIN_EXE_facematch")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("libdlib"), "{stderr}");
+    assert!(stderr.contains("make worker-binary"), "{stderr}");
+    assert!(
+        statuses(&env, &ids)
+            .iter()
+            .all(|s| *s == ("PENDING".into(), 0))
+    );
+    assert!(emr.clusters().is_empty(), "a refused binary starts nothing");
 
     // --force: the driver stages, calls RunJobFlow and waits.
     let driver = emr
@@ -258,6 +271,13 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
         "{tags:?}"
     );
     assert!(tags.contains(&("team".into(), "faces".into())), "{tags:?}");
+    assert!(
+        tags.contains(&(
+            "for-use-with-amazon-emr-managed-policies".into(),
+            "true".into()
+        )),
+        "AmazonEMRServicePolicy_v2 acts only on tagged clusters: {tags:?}"
+    );
     let mut shape: Vec<(String, i32, String)> = groups
         .instance_groups()
         .iter()
@@ -314,7 +334,9 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
             "--host",
             "auto",
             "--connect-timeout",
-            "300"
+            "300",
+            "--port-range",
+            "42000-42063"
         ]
     );
     // Staged: the binary byte for byte, the script, the spec, and the pool pointer.
@@ -323,7 +345,11 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
     assert_eq!(env.s3.get(binary_key), std::fs::read(&emr.binary).unwrap());
     let script_text = env.s3.get(script.strip_prefix("s3://faces/").unwrap());
     let script_text = String::from_utf8(script_text).unwrap();
-    assert!(script_text.contains("aws s3 cp") && script_text.contains("isMaster"));
+    assert_eq!(
+        script_text,
+        facematch_driver::runner::emr::request::BOOTSTRAP_SCRIPT,
+        "the script tests/bootstrap.rs runs"
+    );
     let run_prefix = step_args[3].strip_prefix("s3://faces/").unwrap();
     assert!(!env.s3.list(&format!("{run_prefix}/spec.json")).is_empty());
     let current = env.s3.get(&format!("emr/pools/{cluster_id}/current"));
@@ -335,30 +361,50 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
             "worker",
             "--pool",
             "s3://faces/emr/pools/{cluster-id}",
+            "--serve",
             "--threads",
             "2",
             "--host",
             "auto",
             "--connect-timeout",
-            "600"
+            "600",
+            "--port-range",
+            "42000-42063"
         ]
     );
 
     // Play the cluster: the step on the primary node, the bootstrap's worker on each core node,
     // with the cluster id substituted as the bootstrap script does.
-    let mut processes = vec![spawn_worker(&env, &step_args[1..])];
+    let mut step_process = spawn_worker(&env, &step_args[1..]);
+    let mut pool_workers = Vec::new();
     for _ in 0..2 {
         let args: Vec<String> = worker_args
             .iter()
             .map(|a| a.replace("{cluster-id}", &cluster_id))
             .collect();
-        processes.push(spawn_worker(&env, &args));
+        pool_workers.push(spawn_worker(&env, &args));
     }
-    for mut p in processes {
-        let status = p.wait().unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(p.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        assert!(status.success(), "worker failed: {stderr}");
+    let status = step_process.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(step_process.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    if !status.success() {
+        let mut logs = String::new();
+        for worker in &mut pool_workers {
+            worker.kill().unwrap();
+            worker.wait().unwrap();
+            std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut logs).unwrap();
+        }
+        panic!("process 0 failed: {stderr}\npool workers:\n{logs}");
+    }
+    // The pool workers serve the node's whole life: still up, waiting for the next run.
+    std::thread::sleep(Duration::from_millis(500));
+    for worker in &mut pool_workers {
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "a serving worker exited"
+        );
+        worker.kill().unwrap();
+        worker.wait().unwrap();
     }
     let out = driver.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

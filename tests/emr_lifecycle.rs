@@ -11,8 +11,12 @@ use aws_sdk_emr::operation::describe_cluster::DescribeClusterOutput;
 use aws_sdk_emr::operation::describe_step::DescribeStepOutput;
 use aws_sdk_emr::operation::list_instance_groups::ListInstanceGroupsOutput;
 use aws_sdk_emr::operation::list_steps::ListStepsOutput;
+use aws_sdk_emr::operation::run_job_flow::RunJobFlowError;
 use aws_sdk_emr::operation::run_job_flow::RunJobFlowOutput;
-use aws_sdk_emr::operation::terminate_job_flows::TerminateJobFlowsOutput;
+use aws_sdk_emr::operation::terminate_job_flows::{
+    TerminateJobFlowsError, TerminateJobFlowsOutput,
+};
+use aws_sdk_emr::types::error::InternalServerError;
 use aws_sdk_emr::types::{
     Cluster, ClusterState, ClusterStatus as EmrClusterStatus, FailureDetails, InstanceGroup,
     InstanceGroupType, Step, StepState, StepStatus, StepSummary,
@@ -21,16 +25,16 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use facematch_datasets::{Manifest, S3Options};
 use facematch_driver::cluster::Rendezvous;
 use facematch_driver::runner::emr::{Emr, EmrOptions, EmrRunner};
-use facematch_driver::runner::{RemoteJob, RunContext, Runner, WorkerLost};
+use facematch_driver::runner::{RemoteJob, RunContext, Runner, WorkerLost, is_data_failure};
 use facematch_job::{JobOutput, JobSpec, Match};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Records what the runner reports, as `job_runs` would.
+/// Records what the runner reports, as `job_runs` would, and what it warns about.
 #[derive(Default)]
-struct Recorded(Mutex<Vec<RemoteJob>>);
+struct Recorded(Mutex<Vec<RemoteJob>>, Mutex<Vec<String>>);
 
 impl RunContext for Recorded {
     fn run_id(&self) -> i64 {
@@ -38,6 +42,9 @@ impl RunContext for Recorded {
     }
     fn record(&self, status: &RemoteJob) {
         self.0.lock().unwrap().push(status.clone());
+    }
+    fn warn(&self, message: &str) {
+        self.1.lock().unwrap().push(message.to_string());
     }
 }
 
@@ -65,6 +72,10 @@ struct Script {
     prefix: PathBuf,
     output: Option<JobOutput>,
     terminated: AtomicBool,
+    /// TerminateJobFlows fails (a throttled or broken API after the job is done).
+    terminate_fails: bool,
+    /// RunJobFlow is rejected (a bad subnet, a missing role: EMR's validation).
+    run_job_flow_rejected: bool,
 }
 
 impl Script {
@@ -74,9 +85,11 @@ impl Script {
 }
 
 fn options(prefix: &Path, cluster_id: Option<&str>) -> EmrOptions {
-    let binary = prefix.join("facematch-linux");
+    // What a stock EMR node can start: the portable worker binary `make test` builds.
+    let binary = std::env::var_os("FACEMATCH_PORTABLE_WORKER")
+        .map(PathBuf::from)
+        .expect("FACEMATCH_PORTABLE_WORKER is not set: run the tests with `make test`");
     std::fs::create_dir_all(prefix).unwrap();
-    std::fs::write(&binary, b"\x7fELF worker binary").unwrap();
     EmrOptions {
         prefix: prefix.display().to_string(),
         cluster_id: cluster_id.map(str::to_string),
@@ -87,6 +100,7 @@ fn options(prefix: &Path, cluster_id: Option<&str>) -> EmrOptions {
         core_type: "c7i.2xlarge".into(),
         core_nodes: 2,
         threads: 4,
+        port_range: "42000-42063".parse().unwrap(),
         service_role: "svc".into(),
         instance_profile: "profile".into(),
         security_configuration: None,
@@ -217,17 +231,29 @@ fn run(
             .build()
     });
     // moto keeps no auto-termination policy, so its shape is checked here, on the request sent.
-    let run_job_flow = mock!(Client::run_job_flow)
-        .match_requests(|req| {
-            req.auto_termination_policy().and_then(|p| p.idle_timeout()) == Some(900)
-                && req
-                    .instances()
-                    .and_then(|i| i.keep_job_flow_alive_when_no_steps())
-                    == Some(false)
-                && req.steps()[0].action_on_failure().map(|a| a.as_str())
-                    == Some("TERMINATE_CLUSTER")
+    let run_job_flow = mock!(Client::run_job_flow).match_requests(|req| {
+        req.auto_termination_policy().and_then(|p| p.idle_timeout()) == Some(900)
+            && req
+                .instances()
+                .and_then(|i| i.keep_job_flow_alive_when_no_steps())
+                == Some(false)
+            && req.steps()[0].action_on_failure().map(|a| a.as_str()) == Some("TERMINATE_CLUSTER")
+            && req.tags().iter().any(|t| {
+                t.key() == Some("for-use-with-amazon-emr-managed-policies")
+                    && t.value() == Some("true")
+            })
+    });
+    let run_job_flow = if script.run_job_flow_rejected {
+        run_job_flow.then_error(|| {
+            RunJobFlowError::InternalServerError(
+                InternalServerError::builder()
+                    .message("The subnet ID subnet-typo does not exist")
+                    .build(),
+            )
         })
-        .then_output(|| RunJobFlowOutput::builder().job_flow_id("j-MOCK").build());
+    } else {
+        run_job_flow.then_output(|| RunJobFlowOutput::builder().job_flow_id("j-MOCK").build())
+    };
     let list_steps = mock!(Client::list_steps).then_output(|| {
         ListStepsOutput::builder()
             .steps(
@@ -267,10 +293,18 @@ fn run(
             .build()
     });
     let s = script.clone();
-    let terminate = mock!(Client::terminate_job_flows).then_output(move || {
-        s.terminated.store(true, Ordering::SeqCst);
-        TerminateJobFlowsOutput::builder().build()
-    });
+    let terminate = if script.terminate_fails {
+        mock!(Client::terminate_job_flows).then_error(|| {
+            TerminateJobFlowsError::InternalServerError(
+                InternalServerError::builder().message("throttled").build(),
+            )
+        })
+    } else {
+        mock!(Client::terminate_job_flows).then_output(move || {
+            s.terminated.store(true, Ordering::SeqCst);
+            TerminateJobFlowsOutput::builder().build()
+        })
+    };
     let client = mock_client!(
         aws_sdk_emr,
         RuleMode::MatchAny,
@@ -312,6 +346,8 @@ fn script(dir: &Path, cluster: &[ClusterState], step: &[StepState], output: bool
         prefix: dir.join("emr"),
         output: output.then(output_value),
         terminated: AtomicBool::new(false),
+        terminate_fails: false,
+        run_job_flow_rejected: false,
     }
 }
 
@@ -440,6 +476,7 @@ fn a_job_failure_published_by_process_0_is_not_a_lost_worker() {
     writer.join().unwrap();
     let err = out.result.unwrap_err();
     assert!(err.downcast_ref::<WorkerLost>().is_none(), "{err:#}");
+    assert!(is_data_failure(&err), "the data's fault: {err:#}");
     assert!(format!("{err:#}").contains("checksum mismatch"));
     assert_eq!(out.terminate_calls, 1);
 }
@@ -532,4 +569,52 @@ fn a_running_cluster_gets_a_step_sized_to_its_nodes_and_is_left_running() {
     let current =
         std::fs::read_to_string(out.script.prefix.join("pools/j-POOLED/current")).unwrap();
     assert!(current.contains("/runs/run-7-"), "{current}");
+}
+
+/// The job succeeded but the cluster could not be terminated: the results still count, and the
+/// person running facematch is told what to terminate.
+#[test]
+fn results_survive_a_cluster_that_cannot_be_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = script(dir.path(), &[C::Running], &[S::Running, S::Completed], true);
+    script.terminate_fails = true;
+    let out = run(script, None, Duration::from_secs(20), None);
+    let output = out.result.expect("the computed results are returned");
+    assert_eq!(output.results, output_value().results);
+    assert_eq!(out.terminate_calls, 1);
+    let warnings = out.recorded.1.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("could not terminate cluster j-MOCK")
+            && warnings[0].contains("facematch emr terminate j-MOCK"),
+        "{warnings:?}"
+    );
+}
+
+/// EMR rejecting the request is the machinery's failure, not the histories': they are retried.
+#[test]
+fn a_rejected_run_job_flow_is_not_the_datas_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = script(dir.path(), &[C::Starting], &[S::Pending], false);
+    script.run_job_flow_rejected = true;
+    let out = run(script, None, Duration::from_secs(20), None);
+    let err = out.result.unwrap_err();
+    assert!(!is_data_failure(&err), "{err:#}");
+    assert!(format!("{err:#}").contains("RunJobFlow"), "{err:#}");
+    assert_eq!((out.run_job_flow_calls, out.terminate_calls), (1, 0));
+    // The run is marked given up, so nothing waits to join it.
+    let run = run_folder(&dir.path().join("emr")).expect("the run was staged");
+    assert!(run.join("abandoned.txt").exists());
+}
+
+/// Ctrl-C or SIGTERM before RunJobFlow: no cluster is started at all.
+#[test]
+fn a_stop_before_the_cluster_starts_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = script(dir.path(), &[C::Starting], &[S::Pending], false);
+    let out = run(script, None, Duration::from_secs(20), Some(0));
+    let err = out.result.unwrap_err();
+    assert!(err.downcast_ref::<WorkerLost>().is_some(), "{err:#}");
+    assert!(format!("{err:#}").contains("before the cluster was started"));
+    assert_eq!((out.run_job_flow_calls, out.terminate_calls), (0, 0));
 }

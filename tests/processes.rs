@@ -125,8 +125,9 @@ fn assert_run_gave(
 ) {
     assert!(
         out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["finished"], 8, "{what}: {summary}");
@@ -285,8 +286,9 @@ fn registered_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i3
         // process has registered.
         if let Some(run) = runs.first() {
             let members = std::fs::read(run.path().join("run/cluster.json")).unwrap_or_default();
-            if let Ok(members) = serde_json::from_slice::<Vec<serde_json::Value>>(&members) {
-                let pids: Vec<i32> = members
+            if let Ok(members) = serde_json::from_slice::<serde_json::Value>(&members) {
+                let peers = members["peers"].as_array().cloned().unwrap_or_default();
+                let pids: Vec<i32> = peers
                     .iter()
                     .filter_map(|m| m["pid"].as_i64())
                     .map(|p| p as i32)

@@ -1,6 +1,9 @@
 # The EMR cluster's network rules and security configuration. EMR manages the primary and core
-# groups (it adds the rules its own services need); facematch adds the timely ports, open only
-# between the cluster's own groups, and HTTPS out for S3 and the AWS APIs.
+# groups, but it adds only missing INGRESS rules, while Terraform removes the allow-all egress
+# of every group it creates: so the egress the cluster needs is here — all traffic between the
+# primary and core groups, the service-access group's 8443 to both and the primary's 9443 to it
+# (emr-man-sec-groups: private subnets, releases 5.30.0 to 7.x), HTTPS out for S3 and the AWS
+# APIs, PostgreSQL to the database — and the timely ports, open only between the cluster's groups.
 
 resource "aws_security_group" "emr_primary" {
   #checkov:skip=CKV2_AWS_5:attached by EMR at cluster creation (facematch --emr-*-sg flags and the scheduled run), not by a Terraform resource
@@ -8,6 +11,7 @@ resource "aws_security_group" "emr_primary" {
   description            = "EMR primary node: facematch driver step and timely process 0"
   vpc_id                 = aws_vpc.main.id
   revoke_rules_on_delete = true # EMR adds rules of its own; let the group go with them
+  tags                   = merge(local.emr_managed_tag, { Name = "${local.name}-emr-primary" })
 }
 
 resource "aws_security_group" "emr_core" {
@@ -16,6 +20,7 @@ resource "aws_security_group" "emr_core" {
   description            = "EMR core nodes: facematch timely worker processes"
   vpc_id                 = aws_vpc.main.id
   revoke_rules_on_delete = true
+  tags                   = merge(local.emr_managed_tag, { Name = "${local.name}-emr-core" })
 }
 
 resource "aws_security_group" "emr_service_access" {
@@ -24,6 +29,7 @@ resource "aws_security_group" "emr_service_access" {
   description            = "EMR service access to the primary node in a private subnet"
   vpc_id                 = aws_vpc.main.id
   revoke_rules_on_delete = true
+  tags                   = merge(local.emr_managed_tag, { Name = "${local.name}-emr-service-access" })
 }
 
 locals {
@@ -68,6 +74,47 @@ resource "aws_vpc_security_group_egress_rule" "timely" {
   to_port                      = var.timely_port_range.to
 }
 
+# Everything between the cluster's own nodes, both ways and within each group (EMR adds the
+# matching ingress itself: All TCP/UDP/ICMP from the primary and core groups).
+resource "aws_vpc_security_group_egress_rule" "cluster" {
+  for_each                     = local.timely_pairs
+  description                  = "all traffic between the EMR primary and core nodes"
+  security_group_id            = each.value.from
+  referenced_security_group_id = each.value.to
+  ip_protocol                  = "-1"
+}
+
+# The cluster manager's ENI (service-access group) reaches the nodes on 8443; the primary node
+# answers it on 9443. EMR adds the 8443 ingress on the primary and core groups, but not the
+# egress, and not the 9443 rules on custom groups.
+resource "aws_vpc_security_group_egress_rule" "service_access" {
+  for_each                     = local.cluster_groups
+  description                  = "EMR cluster manager to the ${each.key} node(s)"
+  security_group_id            = aws_security_group.emr_service_access.id
+  referenced_security_group_id = each.value
+  ip_protocol                  = "tcp"
+  from_port                    = 8443
+  to_port                      = 8443
+}
+
+resource "aws_vpc_security_group_ingress_rule" "service_access_from_primary" {
+  description                  = "the EMR primary node to the cluster manager (releases 5.30.0 and later)"
+  security_group_id            = aws_security_group.emr_service_access.id
+  referenced_security_group_id = aws_security_group.emr_primary.id
+  ip_protocol                  = "tcp"
+  from_port                    = 9443
+  to_port                      = 9443
+}
+
+resource "aws_vpc_security_group_egress_rule" "primary_to_service_access" {
+  description                  = "the EMR primary node to the cluster manager (releases 5.30.0 and later)"
+  security_group_id            = aws_security_group.emr_primary.id
+  referenced_security_group_id = aws_security_group.emr_service_access.id
+  ip_protocol                  = "tcp"
+  from_port                    = 9443
+  to_port                      = 9443
+}
+
 resource "aws_vpc_security_group_egress_rule" "postgres" {
   description                  = "the driver step on the primary node reaches the database"
   security_group_id            = aws_security_group.emr_primary.id
@@ -107,7 +154,10 @@ resource "aws_emr_security_configuration" "main" {
 
 # What the person or machine running `facematch run --runner emr` needs: attach it to them.
 data "aws_iam_policy_document" "driver" {
-  source_policy_documents = [data.aws_iam_policy_document.prefix_access.json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.prefix_access.json,
+    data.aws_iam_policy_document.emr_cleanup_role.json,
+  ]
   statement {
     sid       = "Clusters"
     actions   = ["elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters"]
@@ -123,6 +173,8 @@ data "aws_iam_policy_document" "driver" {
       "elasticmapreduce:AddJobFlowSteps",
       "elasticmapreduce:TerminateJobFlows",
       "elasticmapreduce:AddTags",
+      # RunJobFlow with an AutoTerminationPolicy (emr-auto-termination-policy: permissions).
+      "elasticmapreduce:PutAutoTerminationPolicy",
     ]
     resources = ["arn:${local.partition}:elasticmapreduce:${var.region}:${local.account_id}:cluster/*"]
   }

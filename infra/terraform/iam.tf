@@ -57,6 +57,54 @@ resource "aws_iam_role_policy" "emr_service_pass" {
   policy = data.aws_iam_policy_document.emr_service_pass.json
 }
 
+# The security configuration encrypts the nodes' EBS volumes with the key, and EMR's service role
+# launches them: it needs the EBS set of key permissions (Amazon EBS encryption requirements),
+# CreateGrant only for grants to AWS services (the EBS volumes). The key policy (storage.tf)
+# allows the same.
+locals {
+  ebs_key_actions = ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncrypt*"]
+}
+
+data "aws_iam_policy_document" "emr_service_kms" {
+  statement {
+    sid       = "UseDiskKey"
+    actions   = local.ebs_key_actions
+    resources = [aws_kms_key.data.arn]
+  }
+  statement {
+    sid       = "GrantDiskKeyToVolumes"
+    actions   = ["kms:CreateGrant"]
+    resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "emr_service_kms" {
+  name   = "use-disk-key"
+  role   = aws_iam_role.emr_service.id
+  policy = data.aws_iam_policy_document.emr_service_kms.json
+}
+
+# Whoever creates the first cluster of an account (the driver, the state machine) lets EMR create
+# its cleanup service-linked role (Using service-linked roles for Amazon EMR for cleanup). The
+# iam:AWSServiceName key exists only on CreateServiceLinkedRole, hence that action alone.
+data "aws_iam_policy_document" "emr_cleanup_role" {
+  statement {
+    sid       = "CreateEmrCleanupRole"
+    actions   = ["iam:CreateServiceLinkedRole"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/elasticmapreduce.amazonaws.com*/AWSServiceRoleForEMRCleanup*"]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:AWSServiceName"
+      values   = ["elasticmapreduce.amazonaws.com", "elasticmapreduce.amazonaws.com.cn"]
+    }
+  }
+}
+
 data "aws_iam_policy_document" "ec2_assume" {
   statement {
     actions = ["sts:AssumeRole"]

@@ -13,11 +13,17 @@ resource "aws_default_security_group" "default" {
   vpc_id = aws_vpc.main.id
 }
 
+# Into the log bucket, whose policy lets the log delivery service write there (storage.tf).
+locals {
+  flow_log_prefix = "vpc-flow-logs/"
+}
+
 resource "aws_flow_log" "main" {
   vpc_id               = aws_vpc.main.id
   traffic_type         = "REJECT"
   log_destination_type = "s3"
-  log_destination      = "${aws_s3_bucket.logs.arn}/vpc-flow-logs/"
+  log_destination      = "${aws_s3_bucket.logs.arn}/${local.flow_log_prefix}"
+  depends_on           = [aws_s3_bucket_policy.logs]
 }
 
 resource "aws_subnet" "private" {
@@ -25,7 +31,7 @@ resource "aws_subnet" "private" {
   vpc_id            = aws_vpc.main.id
   cidr_block        = cidrsubnet(var.vpc_cidr, 4, count.index)
   availability_zone = var.availability_zones[count.index]
-  tags              = { Name = "${local.name}-private-${count.index}" }
+  tags              = merge(local.emr_managed_tag, { Name = "${local.name}-private-${count.index}" })
 }
 
 resource "aws_subnet" "public" {

@@ -50,8 +50,13 @@ output "emr_service_access_security_group" {
   value       = aws_security_group.emr_service_access.id
 }
 
+output "emr_port_range" {
+  description = "--emr-port-range / FACEMATCH_EMR_PORT_RANGE: the timely ports open between the cluster's groups (FROM-TO)."
+  value       = local.port_range
+}
+
 output "database_address" {
-  description = "Host of DATABASE_URL (postgres://facematch:<password>@<address>:5432/facematch)."
+  description = "Host of DATABASE_URL (postgres://facematch@<address>:5432/facematch, the secret's password in PGPASSWORD)."
   value       = aws_db_instance.main.address
 }
 

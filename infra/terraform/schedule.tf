@@ -10,18 +10,29 @@
 
 locals {
   pool_args = [
-    var.worker_binary_uri, "worker", "--pool", "${local.prefix_uri}/pools/{cluster-id}",
+    var.worker_binary_uri, "worker", "--pool", "${local.prefix_uri}/pools/{cluster-id}", "--serve",
     "--threads", tostring(var.worker_threads), "--host", "auto", "--connect-timeout", "600",
+    "--port-range", local.port_range,
   ]
-  # The database password comes from the RDS-managed secret at run time, never from state.
+  # The database password comes from the RDS-managed secret at run time, never from state, and
+  # reaches facematch as libpq's PGPASSWORD, not in the URL (nothing to escape). python3 ships
+  # with the EMR 7 nodes (Amazon Linux 2023); jq does not.
+  # The user goes into the URL, so percent-encoded; the password verbatim, as the secret holds it.
+  read_user     = "python3 -c 'import json,sys,urllib.parse; sys.stdout.write(urllib.parse.quote(json.load(sys.stdin)[\"username\"], safe=\"\"))'"
+  read_password = "python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)[\"password\"])'"
   batch_script = join("\n", [
     "set -euo pipefail",
     "secret=$(aws secretsmanager get-secret-value --secret-id '${aws_db_instance.main.master_user_secret[0].secret_arn}' --query SecretString --output text)",
-    "user=$(printf %s \"$secret\" | jq -r .username)",
-    "password=$(printf %s \"$secret\" | jq -r .password | jq -sRr @uri)",
-    "export DATABASE_URL=\"postgres://$user:$password@${aws_db_instance.main.address}:5432/facematch\"",
-    "cluster=$(jq -r .jobFlowId /mnt/var/lib/info/job-flow.json)",
-    "exec /usr/local/bin/facematch run --runner emr --cluster-id \"$cluster\" --emr-prefix '${local.prefix_uri}' --workers ${var.worker_threads} --force",
+    "user=$(printf %s \"$secret\" | ${local.read_user})",
+    "PGPASSWORD=$(printf %s \"$secret\" | ${local.read_password})",
+    "export PGPASSWORD",
+    "unset secret",
+    "export DATABASE_URL=\"postgres://$user@${aws_db_instance.main.address}:5432/facematch\"",
+    "cluster=$(python3 -c 'import json; print(json.load(open(\"/mnt/var/lib/info/job-flow.json\"))[\"jobFlowId\"])')",
+    join(" ", [
+      "exec /usr/local/bin/facematch run --runner emr --cluster-id \"$cluster\" --emr-prefix '${local.prefix_uri}'",
+      "--workers ${var.worker_threads} --emr-port-range ${local.port_range} --emr-timeout ${var.batch_timeout_seconds}s --force",
+    ]),
   ])
   cluster_request = {
     Name                  = "${local.name}-scheduled"
@@ -33,7 +44,10 @@ locals {
     VisibleToAllUsers     = true
     StepConcurrencyLevel  = 2
     AutoTerminationPolicy = { IdleTimeout = 900 }
-    Tags                  = [{ Key = "facematch", Value = "worker" }, { Key = "environment", Value = var.environment }]
+    Tags = concat(
+      [{ Key = "facematch", Value = "worker" }, { Key = "environment", Value = var.environment }],
+      [for key, value in local.emr_managed_tag : { Key = key, Value = value }],
+    )
     Instances = {
       KeepJobFlowAliveWhenNoSteps   = true
       TerminationProtected          = false
@@ -118,6 +132,7 @@ resource "aws_iam_role" "state_machine" {
 }
 
 data "aws_iam_policy_document" "state_machine" {
+  source_policy_documents = [data.aws_iam_policy_document.emr_cleanup_role.json]
   statement {
     sid       = "CreateClusters"
     actions   = ["elasticmapreduce:RunJobFlow"]
@@ -132,6 +147,8 @@ data "aws_iam_policy_document" "state_machine" {
       "elasticmapreduce:DescribeStep",
       "elasticmapreduce:CancelSteps",
       "elasticmapreduce:AddTags",
+      # RunJobFlow with an AutoTerminationPolicy (emr-auto-termination-policy: permissions).
+      "elasticmapreduce:PutAutoTerminationPolicy",
     ]
     resources = ["arn:${local.partition}:elasticmapreduce:${var.region}:${local.account_id}:cluster/*"]
   }
@@ -176,8 +193,17 @@ resource "aws_iam_role" "scheduler" {
 
 data "aws_iam_policy_document" "scheduler" {
   statement {
+    sid       = "StartScheduledRun"
     actions   = ["states:StartExecution"]
     resources = [aws_sfn_state_machine.scheduled_run.arn]
+  }
+  # The schedule is encrypted with the key (kms_key_arn below); EventBridge Scheduler decrypts it
+  # with the execution role when it fires (EventBridge Scheduler: encryption at rest, customer
+  # managed keys).
+  statement {
+    sid       = "DecryptSchedule"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.data.arn]
   }
 }
 

@@ -43,6 +43,32 @@ data "aws_iam_policy_document" "kms" {
       values   = ["arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:/facematch/*"]
     }
   }
+  # EMR's service role launches the nodes' EBS volumes encrypted with the key (security
+  # configuration, cluster.tf): the EBS set of permissions, grants only to AWS services (iam.tf
+  # gives the role the same in its own policy).
+  statement {
+    sid       = "EmrServiceRoleUseKey"
+    actions   = local.ebs_key_actions
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.emr_service.arn]
+    }
+  }
+  statement {
+    sid       = "EmrServiceRoleGrantKey"
+    actions   = ["kms:CreateGrant"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.emr_service.arn]
+    }
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
 }
 
 resource "aws_s3_bucket" "data" {
@@ -134,10 +160,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
   }
 }
 
+locals {
+  access_log_prefix = "s3-access/"
+}
+
 resource "aws_s3_bucket_logging" "data" {
   bucket        = aws_s3_bucket.data.id
   target_bucket = aws_s3_bucket.logs.id
-  target_prefix = "s3-access/"
+  target_prefix = local.access_log_prefix
+  depends_on    = [aws_s3_bucket_policy.logs] # the logging service may write there first
 }
 
 # Access logs and VPC flow logs, kept apart so logging never logs itself.
@@ -171,6 +202,96 @@ resource "aws_s3_bucket_public_access_block" "logs" {
   block_public_policy     = true
   ignore_public_acls      = true
   restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_policy" "logs" {
+  bucket = aws_s3_bucket.logs.id
+  policy = data.aws_iam_policy_document.logs.json
+  # S3 rejects a policy whose public-ness it cannot judge yet.
+  depends_on = [aws_s3_bucket_public_access_block.logs]
+}
+
+# Who writes here: S3 server access logging (the data bucket's access logs, Enabling Amazon S3
+# server access logging: logging.s3.amazonaws.com) and the VPC flow logs (Amazon S3 bucket
+# permissions for flow logs: delivery.logs.amazonaws.com); TLS only, like the data bucket.
+data "aws_iam_policy_document" "logs" {
+  statement {
+    sid       = "S3ServerAccessLogs"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.logs.arn}/${local.access_log_prefix}*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logging.s3.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = [aws_s3_bucket.data.arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+  statement {
+    sid       = "FlowLogsWrite"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.logs.arn}/${local.flow_log_prefix}AWSLogs/${local.account_id}/*"]
+    principals {
+      type        = "Service"
+      identifiers = ["delivery.logs.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "s3:x-amz-acl"
+      values   = ["bucket-owner-full-control"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:logs:${var.region}:${local.account_id}:*"]
+    }
+  }
+  statement {
+    sid       = "FlowLogsAclCheck"
+    actions   = ["s3:GetBucketAcl", "s3:ListBucket"]
+    resources = [aws_s3_bucket.logs.arn]
+    principals {
+      type        = "Service"
+      identifiers = ["delivery.logs.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:logs:${var.region}:${local.account_id}:*"]
+    }
+  }
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.logs.arn, "${aws_s3_bucket.logs.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "logs" {

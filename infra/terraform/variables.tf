@@ -80,9 +80,17 @@ variable "worker_threads" {
 }
 
 variable "timely_port_range" {
-  description = "TCP ports the timely worker processes listen on (they bind a free ephemeral port); open only between the cluster's own security groups."
+  description = "TCP ports the timely worker processes bind (worker --port-range, run --emr-port-range / FACEMATCH_EMR_PORT_RANGE); open only between the cluster's own security groups."
   type        = object({ from = number, to = number })
-  default     = { from = 32768, to = 60999 }
+  default     = { from = 42000, to = 42063 }
+  validation {
+    condition = (
+      var.timely_port_range.from >= 1024 && var.timely_port_range.to <= 65535 &&
+      var.timely_port_range.from <= var.timely_port_range.to &&
+      var.timely_port_range.to - var.timely_port_range.from + 1 <= 1024
+    )
+    error_message = "timely_port_range must lie within 1024..65535, have from <= to, and span at most 1024 ports."
+  }
 }
 
 variable "worker_binary_uri" {
@@ -131,10 +139,25 @@ variable "schedule_enabled" {
   default     = true
 }
 
+variable "batch_timeout_seconds" {
+  description = "Limit on the scheduled batch itself (run --emr-timeout): how long it waits for its workers and its step."
+  type        = number
+  default     = 5400
+  validation {
+    condition     = var.batch_timeout_seconds >= 60
+    error_message = "batch_timeout_seconds must be at least 60."
+  }
+}
+
 variable "run_timeout_seconds" {
-  description = "Step Functions limit on one scheduled run (cluster start, step and termination)."
+  description = "Step Functions limit on one scheduled run (cluster start, batch and termination); at least batch_timeout_seconds + 1800."
   type        = number
   default     = 7200
+  # Cross-variable validation needs Terraform >= 1.9 (versions.tf).
+  validation {
+    condition     = var.run_timeout_seconds >= var.batch_timeout_seconds + 1800
+    error_message = "run_timeout_seconds must be at least batch_timeout_seconds + 1800 (30 minutes for cluster start-up and termination), or Step Functions ends the run before the batch's own --emr-timeout."
+  }
 }
 
 variable "log_retention_days" {

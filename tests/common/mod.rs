@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const ACCESS_KEY: &str = "facematch-test";
-const SECRET_KEY: &str = "facematch-test-secret";
-const REGION: &str = "us-east-1";
+pub const ACCESS_KEY: &str = "facematch-test";
+pub const SECRET_KEY: &str = "facematch-test-secret";
+pub const REGION: &str = "us-east-1";
 /// The bucket every test environment gets.
 pub const BUCKET: &str = "faces";
 

@@ -12,7 +12,7 @@ pub mod planner;
 mod recorder;
 pub mod schedule;
 
-use crate::runner::{Runner, WorkerLost};
+use crate::runner::{Runner, is_data_failure};
 use crate::store::datasets::{self, DatasetRow};
 use crate::store::histories::{self, Claim, ClaimScope};
 use crate::store::job_runs::{self, RunTotals};
@@ -109,6 +109,8 @@ pub struct RunSummary {
     pub history_ids: Vec<i64>,
     /// The planner's estimate.
     pub plan: Option<planner::Plan>,
+    /// What a person must act on that did not change the outcome (a cluster left running).
+    pub warnings: Vec<String>,
 }
 
 /// Runs every claimable PENDING history (within `options.scope`) in one pass on `runner`.
@@ -147,7 +149,9 @@ pub fn run_pending(
             queries: claim.queries,
         });
         let scan_started = Instant::now();
-        let outcome = execute(database_url, runner, run_id, options.lease, spec.clone());
+        let (outcome, warnings) =
+            execute(database_url, runner, run_id, options.lease, spec.clone());
+        summary.warnings = warnings;
         summary.scan_ms = scan_started.elapsed().as_millis() as u64;
         let write_started = Instant::now();
         write_back(&mut client, run_id, options, &spec, outcome, &mut summary)?;
@@ -237,23 +241,26 @@ fn claim(
     Ok(claim)
 }
 
-/// Runs the job on `runner` while a heartbeat keeps the run's lease alive.
+/// Runs the job on `runner` while a heartbeat keeps the run's lease alive; returns its outcome
+/// and what the runner warned about.
 fn execute(
     database_url: &str,
     runner: &dyn Runner,
     run_id: i64,
     lease: Duration,
     spec: Arc<JobSpec>,
-) -> Result<JobOutput> {
+) -> (Result<JobOutput>, Vec<String>) {
     let context = JobRunRecorder::new(database_url, run_id);
-    with_heartbeat(database_url, run_id, lease, || {
+    let outcome = with_heartbeat(database_url, run_id, lease, || {
         runner.execute(spec, &context)
-    })
+    });
+    (outcome, context.warnings())
 }
 
-/// Writes the run's outcome: every history's results and FINISHED in one transaction per chunk,
-/// or PENDING again (a lost worker is not the histories' fault) until their attempts run out,
-/// or ERROR with the reason for anything else.
+/// Writes the run's outcome: every history's results and FINISHED in one transaction per chunk;
+/// or, when the job failed on its data, ERROR with the reason; or, for any failure of the
+/// machinery (a lost worker, a cluster that would not start, storage or an API out of reach),
+/// PENDING again — the histories did nothing wrong — until their attempts run out.
 fn write_back(
     client: &mut postgres::Client,
     run_id: i64,
@@ -269,17 +276,17 @@ fn write_back(
             summary.pairs_scored = output.pairs_scored;
             summary.finished = histories::finish(client, run_id, &output.results)?;
         }
-        Err(e) if e.downcast_ref::<WorkerLost>().is_some() => {
+        Err(e) if is_data_failure(&e) => {
+            let message = format!("run {run_id} failed: {e:#}");
+            summary.errored += histories::fail(client, run_id, &ids, &message)?;
+            summary.error = Some(message);
+        }
+        Err(e) => {
             let message = format!("run {run_id} failed: {e:#}");
             let (requeued, errored) =
                 histories::requeue(client, run_id, &ids, options.max_attempts, &message)?;
             summary.requeued_after_failure = requeued;
             summary.errored += errored;
-            summary.error = Some(message);
-        }
-        Err(e) => {
-            let message = format!("run {run_id} failed: {e:#}");
-            summary.errored += histories::fail(client, run_id, &ids, &message)?;
             summary.error = Some(message);
         }
     }

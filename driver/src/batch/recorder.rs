@@ -11,6 +11,7 @@ pub struct JobRunRecorder {
     url: String,
     run_id: i64,
     client: Mutex<Option<postgres::Client>>,
+    warnings: Mutex<Vec<String>>,
 }
 
 impl JobRunRecorder {
@@ -20,7 +21,13 @@ impl JobRunRecorder {
             url: url.to_string(),
             run_id,
             client: Mutex::new(None),
+            warnings: Mutex::new(Vec::new()),
         }
+    }
+
+    /// What the runner warned about, in order.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     fn try_record(&self, job: &RemoteJob) -> Result<()> {
@@ -51,6 +58,13 @@ impl JobRunRecorder {
 impl RunContext for JobRunRecorder {
     fn run_id(&self) -> i64 {
         self.run_id
+    }
+
+    fn warn(&self, message: &str) {
+        tracing::error!(run_id = self.run_id, "{message}");
+        if let Ok(mut warnings) = self.warnings.lock() {
+            warnings.push(message.to_string());
+        }
     }
 
     fn record(&self, job: &RemoteJob) {

@@ -26,8 +26,8 @@ pub mod pool;
 pub mod rendezvous;
 pub mod worker;
 
-pub use command::{indexed_args, joiner_args};
+pub use command::{PortRange, WorkerFlags, indexed_args, joiner_args, reserve_port};
 pub use hostfile::read_hostfile;
 pub use pool::Pool;
-pub use rendezvous::{Peer, Rendezvous};
+pub use rendezvous::{Members, Peer, Rendezvous};
 pub use worker::{Position, RunSource, WorkerOptions, host_name, run_worker_process};

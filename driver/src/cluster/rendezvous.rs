@@ -20,6 +20,18 @@ const MEMBERS: &str = "cluster.json";
 const OUTPUT: &str = "output.json";
 /// Why the job failed on its data.
 const FAILURE: &str = "failure.txt";
+/// Why the driver gave the run up (its workers stop waiting for it).
+const ABANDONED: &str = "abandoned.txt";
+
+/// The cluster process 0 publishes: every process in order, and the timely threads each one
+/// runs (timely needs the same number in every process, so process 0's count rules).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Members {
+    /// Timely worker threads per process.
+    pub threads: usize,
+    /// The processes, in process order.
+    pub peers: Vec<Peer>,
+}
 
 /// A registered process.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -128,8 +140,9 @@ impl Rendezvous {
 
     /// Process 0: waits until all `processes` positions are taken — by processes started with
     /// their index, the rest by joiners in registration-name order — and publishes the ordered
-    /// list every process reads. After `timeout` it fails naming the positions still open.
-    pub fn assemble(&self, processes: usize, timeout: Duration) -> Result<Vec<Peer>> {
+    /// list every process reads, with its own `threads`. After `timeout` it fails naming the
+    /// positions still open.
+    pub fn assemble(&self, processes: usize, threads: usize, timeout: Duration) -> Result<Members> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut peers = self.registered(processes)?;
@@ -138,9 +151,12 @@ impl Rendezvous {
                 *slot = joiners.next();
             }
             if peers.iter().all(Option::is_some) {
-                let peers: Vec<Peer> = peers.into_iter().flatten().collect();
-                self.put_json(MEMBERS, &peers)?;
-                return Ok(peers);
+                let members = Members {
+                    threads,
+                    peers: peers.into_iter().flatten().collect(),
+                };
+                self.put_json(MEMBERS, &members)?;
+                return Ok(members);
             }
             if Instant::now() >= deadline {
                 let missing: Vec<String> = peers
@@ -161,7 +177,7 @@ impl Rendezvous {
     }
 
     /// Every other process: waits (bounded) for the list process 0 publishes.
-    pub fn members(&self, timeout: Duration) -> Result<Vec<Peer>> {
+    pub fn members(&self, timeout: Duration) -> Result<Members> {
         let deadline = Instant::now() + timeout;
         while !self.storage.exists(MEMBERS)? {
             if Instant::now() >= deadline {
@@ -175,9 +191,18 @@ impl Rendezvous {
         self.get_json(MEMBERS, "cluster member list")
     }
 
-    /// Whether the run is over (an output or a failure was published).
+    /// Whether the run is over (an output or a failure was published, or the driver gave up).
     pub fn is_finished(&self) -> Result<bool> {
-        Ok(self.storage.exists(OUTPUT)? || self.storage.exists(FAILURE)?)
+        Ok(self.storage.exists(OUTPUT)?
+            || self.storage.exists(FAILURE)?
+            || self.storage.exists(ABANDONED)?)
+    }
+
+    /// Marks the run given up by its driver, with the reason: nobody joins it any more.
+    pub fn abandon(&self, reason: &str) -> Result<()> {
+        self.storage
+            .put(ABANDONED, reason.as_bytes().to_vec().into())?;
+        Ok(())
     }
 
     /// Records why the job itself failed (a shard missing or corrupt): an answer for the
@@ -222,7 +247,7 @@ mod tests {
         rendezvous.register(2, "127.0.0.1:4002").unwrap();
         let started = Instant::now();
         let err = rendezvous
-            .assemble(3, Duration::from_millis(300))
+            .assemble(3, 2, Duration::from_millis(300))
             .unwrap_err()
             .to_string();
         assert!(started.elapsed() >= Duration::from_millis(300));
@@ -232,13 +257,14 @@ mod tests {
         );
         // A joiner takes the open position; a second one is not needed.
         rendezvous.register_joiner("127.0.0.1:4001").unwrap();
-        let members = rendezvous.assemble(3, Duration::from_secs(1)).unwrap();
-        let addresses: Vec<&str> = members.iter().map(|p| p.address.as_str()).collect();
+        let members = rendezvous.assemble(3, 2, Duration::from_secs(1)).unwrap();
+        assert_eq!(members.threads, 2);
+        let addresses: Vec<&str> = members.peers.iter().map(|p| p.address.as_str()).collect();
         assert_eq!(
             addresses,
             ["127.0.0.1:4000", "127.0.0.1:4001", "127.0.0.1:4002"]
         );
-        assert_eq!(members[1].pid, std::process::id());
+        assert_eq!(members.peers[1].pid, std::process::id());
         assert_eq!(rendezvous.members(Duration::from_secs(1)).unwrap(), members);
     }
 }

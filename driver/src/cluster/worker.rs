@@ -1,8 +1,8 @@
 //! `facematch worker`: find the run, take a position, connect to the others, run this process's
 //! share of the job, and (process 0) publish the output or the job's failure.
 
-use super::{Pool, Rendezvous, read_hostfile};
-use anyhow::{Context, Result, anyhow, bail};
+use super::{Members, Pool, PortRange, Rendezvous, read_hostfile, reserve_port};
+use anyhow::{Result, anyhow, bail};
 use facematch_datasets::S3Options;
 use facematch_job::dataflow::JobError;
 use std::sync::Arc;
@@ -13,8 +13,14 @@ use std::time::Duration;
 pub enum RunSource {
     /// The run's own rendezvous.
     Rendezvous(String),
-    /// A pool whose `current` names the run.
-    Pool(String),
+    /// A pool whose `current` names the run: one run (`serve` false, then the process exits),
+    /// or one run after another for the life of the process (`serve`).
+    Pool {
+        /// The pool's URI.
+        uri: String,
+        /// Keep serving runs instead of exiting after one.
+        serve: bool,
+    },
 }
 
 /// Which position a worker process takes.
@@ -48,6 +54,8 @@ pub struct WorkerOptions {
     pub s3: S3Options,
     /// The processes' addresses, instead of registering in the rendezvous.
     pub hostfile: Option<std::path::PathBuf>,
+    /// The ports this process may listen on.
+    pub ports: Option<PortRange>,
 }
 
 /// This machine's host name (what `--host auto` advertises; on EC2 it resolves to the private
@@ -62,23 +70,54 @@ pub fn host_name() -> Result<String> {
     Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
-/// Joins the cluster, runs this process's share of the job, and (process 0) publishes the output.
+/// Joins the cluster, runs this process's share of the job, and (process 0) publishes the output;
+/// a serving pool worker does so for one run after another until it is stopped.
 pub fn run_worker_process(options: &WorkerOptions) -> Result<()> {
     check_options(options)?;
-    let Some(rendezvous) = find_run(options)? else {
-        return Ok(());
+    let (uri, serve) = match &options.run {
+        RunSource::Rendezvous(uri) => {
+            return run_share(options, Rendezvous::open(uri, &options.s3)?);
+        }
+        RunSource::Pool { uri, serve } => (uri, *serve),
     };
+    let pool = Pool::open(uri, &options.s3)?;
+    if !serve {
+        return match pool.next_run(&options.s3, Some(options.connect_timeout), None)? {
+            Some(rendezvous) => run_share(options, rendezvous),
+            None => {
+                tracing::info!(pool = pool.uri(), "no run to join");
+                Ok(())
+            }
+        };
+    }
+    let mut last: Option<String> = None;
+    loop {
+        let Some(rendezvous) = pool.next_run(&options.s3, None, last.as_deref())? else {
+            continue;
+        };
+        last = Some(rendezvous.uri().to_string());
+        // One run failing (a lost peer, a corrupt shard) does not end the node's service.
+        if let Err(e) = run_share(options, rendezvous) {
+            eprintln!("error: run {}: {e:#}", last.as_deref().unwrap_or_default());
+        }
+    }
+}
+
+/// This process's share of the run at `rendezvous`.
+fn run_share(options: &WorkerOptions, rendezvous: Rendezvous) -> Result<()> {
     let spec = rendezvous.spec()?;
-    let Some((process, addresses)) = find_peers(options, &rendezvous)? else {
+    let Some(place) = find_peers(options, &rendezvous)? else {
         tracing::info!(
             run = rendezvous.uri(),
             "every position is taken: not needed"
         );
         return Ok(());
     };
-    tracing::info!(process, ?addresses, "joining the cluster");
-    let connected = exit_unless_connected(options.connect_timeout, addresses.join(", "));
-    let config = cluster_config(options.threads, process, addresses);
+    tracing::info!(place.process, ?place.addresses, place.threads, "joining the cluster");
+    let connected = exit_unless_connected(options.connect_timeout, place.addresses.join(", "));
+    let process = place.process;
+    let config = cluster_config(place.threads, process, place.addresses);
+    drop(place.reserved); // timely binds the port now
     let output = match facematch_job::dataflow::run_job_connected(Arc::new(spec), config, connected)
     {
         Ok(output) => output,
@@ -106,21 +145,6 @@ fn check_options(options: &WorkerOptions) -> Result<()> {
         bail!("process {process} of {processes} is not a valid cluster position");
     }
     Ok(())
-}
-
-/// The run's rendezvous; `None` when a pool names no unfinished run within the timeout.
-fn find_run(options: &WorkerOptions) -> Result<Option<Rendezvous>> {
-    match &options.run {
-        RunSource::Rendezvous(uri) => Ok(Some(Rendezvous::open(uri, &options.s3)?)),
-        RunSource::Pool(uri) => {
-            let pool = Pool::open(uri, &options.s3)?;
-            let run = pool.next_run(&options.s3, options.connect_timeout)?;
-            if run.is_none() {
-                tracing::info!(pool = pool.uri(), "no run to join");
-            }
-            Ok(run)
-        }
-    }
 }
 
 /// Timely's configuration for process `process` of the cluster at `addresses`.
@@ -156,12 +180,21 @@ fn exit_unless_connected(timeout: Duration, peers: String) -> impl FnOnce() {
     }
 }
 
-/// This process's index and every process's address in order, from the hostfile or the
-/// rendezvous; `None` when a joiner finds every position taken.
-fn find_peers(
-    options: &WorkerOptions,
-    rendezvous: &Rendezvous,
-) -> Result<Option<(usize, Vec<String>)>> {
+/// Where this process stands in the cluster.
+struct Place {
+    /// Its index.
+    process: usize,
+    /// Every process's `host:port`, in order.
+    addresses: Vec<String>,
+    /// Timely threads per process: process 0's.
+    threads: usize,
+    /// This process's port, held until timely binds it.
+    reserved: Option<super::command::ReservedPort>,
+}
+
+/// This process's place, from the hostfile or the rendezvous; `None` when a joiner finds every
+/// position taken.
+fn find_peers(options: &WorkerOptions, rendezvous: &Rendezvous) -> Result<Option<Place>> {
     if let Some(path) = &options.hostfile {
         let Position::Index { process, processes } = options.position else {
             bail!("--hostfile needs --process and --processes");
@@ -174,29 +207,33 @@ fn find_peers(
                 addresses.len()
             );
         }
-        return Ok(Some((process, addresses)));
+        return Ok(Some(Place {
+            process,
+            addresses,
+            threads: options.threads,
+            reserved: None,
+        }));
     }
     // Bind to learn a free port, then hand it to timely, which binds it again.
-    let port = std::net::TcpListener::bind((options.host.as_str(), 0))
-        .with_context(|| format!("cannot listen on {}", options.host))?
-        .local_addr()?
-        .port();
+    let reserved = reserve_port(&options.host, options.ports)?;
+    let port = reserved.port();
     let address = format!("{}:{port}", options.host);
-    let members = match options.position {
+    let wait = options.connect_timeout * 2;
+    let Members { threads, peers } = match options.position {
         Position::Index { process, processes } => {
             rendezvous.register(process, &address)?;
             if process == 0 {
-                rendezvous.assemble(processes, options.connect_timeout)?
+                rendezvous.assemble(processes, options.threads, options.connect_timeout)?
             } else {
-                rendezvous.members(options.connect_timeout * 2)?
+                rendezvous.members(wait)?
             }
         }
         Position::Join => {
             rendezvous.register_joiner(&address)?;
-            rendezvous.members(options.connect_timeout * 2)?
+            rendezvous.members(wait)?
         }
     };
-    let Some(process) = members.iter().position(|p| p.address == address) else {
+    let Some(process) = peers.iter().position(|p| p.address == address) else {
         return Ok(None);
     };
     if let Position::Index { process: given, .. } = options.position
@@ -204,8 +241,17 @@ fn find_peers(
     {
         bail!("process 0 placed this process ({address}) at {process}, not {given}");
     }
-    Ok(Some((
+    if threads != options.threads {
+        tracing::warn!(
+            threads,
+            asked = options.threads,
+            "process 0 runs another thread count; using its"
+        );
+    }
+    Ok(Some(Place {
         process,
-        members.into_iter().map(|p| p.address).collect(),
-    )))
+        addresses: peers.into_iter().map(|p| p.address).collect(),
+        threads,
+        reserved: Some(reserved),
+    }))
 }

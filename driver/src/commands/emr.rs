@@ -87,6 +87,10 @@ pub struct EmrArgs {
     /// emr: the planner's estimate of a new cluster's start-up.
     #[arg(long, default_value = "7m", value_parser = humantime::parse_duration)]
     pub emr_startup: Duration,
+    /// emr: the TCP ports the worker processes listen on, FROM-TO (Terraform output
+    /// `emr_port_range`: what the cluster's security groups open between the nodes).
+    #[arg(long, env = "FACEMATCH_EMR_PORT_RANGE", default_value = "42000-42063")]
+    pub emr_port_range: crate::cluster::PortRange,
     /// emr: EMR endpoint (emulators; `AWS_ENDPOINT_URL` is honoured too).
     #[arg(long, env = "FACEMATCH_EMR_ENDPOINT")]
     pub emr_endpoint: Option<String>,
@@ -122,6 +126,7 @@ impl EmrArgs {
             core_type: self.emr_core_type.clone(),
             core_nodes: self.emr_core_nodes,
             threads,
+            port_range: self.emr_port_range,
             service_role: self.emr_service_role.clone(),
             instance_profile: self.emr_instance_profile.clone(),
             security_configuration: self.emr_security_configuration.clone(),

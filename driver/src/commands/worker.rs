@@ -2,7 +2,9 @@
 //! a cluster host or an EMR step starts.
 
 use super::common::S3Args;
-use crate::cluster::{Position, RunSource, WorkerOptions, host_name, run_worker_process};
+use crate::cluster::{
+    PortRange, Position, RunSource, WorkerOptions, host_name, run_worker_process,
+};
 use anyhow::{Result, bail};
 use clap::Args;
 use std::path::PathBuf;
@@ -39,6 +41,14 @@ pub struct WorkerArgs {
     /// rendezvous (which then only carries the job and its output).
     #[arg(long, requires = "process")]
     hostfile: Option<PathBuf>,
+    /// With --pool: serve one run after another until stopped, instead of exiting after one
+    /// (what an EMR node's bootstrap starts).
+    #[arg(long, requires = "pool")]
+    serve: bool,
+    /// The TCP ports this process may listen on, FROM-TO (what the firewall between the hosts
+    /// opens); default: any free port.
+    #[arg(long)]
+    port_range: Option<PortRange>,
     #[command(flatten)]
     s3: S3Args,
 }
@@ -47,7 +57,10 @@ pub struct WorkerArgs {
 pub fn exec(args: WorkerArgs) -> Result<()> {
     let run = match (args.rendezvous, args.pool) {
         (Some(uri), _) => RunSource::Rendezvous(uri),
-        (None, Some(uri)) => RunSource::Pool(uri),
+        (None, Some(uri)) => RunSource::Pool {
+            uri,
+            serve: args.serve,
+        },
         (None, None) => bail!("give --rendezvous or --pool"),
     };
     let position = match (args.process, args.processes) {
@@ -67,5 +80,6 @@ pub fn exec(args: WorkerArgs) -> Result<()> {
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         s3: args.s3.options(),
         hostfile: args.hostfile,
+        ports: args.port_range,
     })
 }

@@ -103,6 +103,9 @@ pub fn run_summary(s: &RunSummary) -> String {
     if let Some(error) = &s.error {
         out.push_str(&format!("  error: {error}\n"));
     }
+    for warning in &s.warnings {
+        out.push_str(&format!("  warning: {warning}\n"));
+    }
     out
 }
 

@@ -1,7 +1,8 @@
 //! `--runner inline`: the dataflow on timely worker threads inside this process.
 
-use super::{Capacity, RunContext, Runner};
+use super::{Capacity, DataFailure, RunContext, Runner};
 use anyhow::{Result, anyhow};
+use facematch_job::dataflow::JobError;
 use facematch_job::{JobOutput, JobSpec, run_job};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,11 @@ impl Runner for InlineRunner {
         let output = run_job(
             spec,
             facematch_job::timely::Config::process(self.workers.max(1)),
-        )?;
+        )
+        .map_err(|e| match e {
+            JobError::Shards(_) | JobError::Invalid(_) => DataFailure(e.to_string()).into(),
+            JobError::Runtime(_) => anyhow::Error::from(e),
+        })?;
         output.ok_or_else(|| anyhow!("worker 0 returned no output"))
     }
 }

@@ -15,11 +15,24 @@ use facematch_job::{JobOutput, JobSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A worker process died or failed, or the cluster went away: the run's histories may be retried
-/// (they did nothing wrong). Any other error from [`Runner::execute`] is the job's answer.
+/// The job failed on its data — a shard missing or corrupt, a query the dataset cannot answer:
+/// an answer for the run's histories, which end in ERROR with it. Every other error of
+/// [`Runner::execute`] is the machinery's (ARCHITECTURE.md: Invariants) and sends them back to
+/// PENDING for another run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DataFailure(pub String);
+
+/// A worker process died or could not start, or the cluster went away: one of the machinery's
+/// failures (the histories did nothing wrong), named for what was lost.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct WorkerLost(pub String);
+
+/// Whether `error` is the job's answer (ERROR) rather than the machinery's failure (PENDING).
+pub fn is_data_failure(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<DataFailure>().is_some()
+}
 
 /// Where a job on a remote cluster is, in the terms `job_runs` records: the cluster, the unit of
 /// work that runs process 0 on it (an EMR step), their last states, and who started the cluster.
@@ -43,6 +56,11 @@ pub trait RunContext {
     fn run_id(&self) -> i64;
     /// Records where a remote job is (called on every change).
     fn record(&self, job: &RemoteJob);
+    /// Reports something a person must act on that did not change the outcome, e.g. a cluster
+    /// that could not be terminated after the job succeeded.
+    fn warn(&self, message: &str) {
+        tracing::warn!(run_id = self.run_id(), "{message}");
+    }
 }
 
 /// What the planner needs to know about a runner.

@@ -2,9 +2,9 @@
 //! over TCP on 127.0.0.1, found through a rendezvous folder — the very commands a cluster host
 //! runs ([`crate::cluster`]): process 0 with its position, the others as pool joiners.
 
-use super::{Capacity, RunContext, Runner, WorkerLost};
-use crate::cluster::{Pool, Rendezvous, indexed_args, joiner_args};
-use anyhow::{Context, Result, anyhow};
+use super::{Capacity, DataFailure, RunContext, Runner, WorkerLost};
+use crate::cluster::{Pool, Rendezvous, WorkerFlags, indexed_args, joiner_args};
+use anyhow::{Context, Result};
 use facematch_datasets::S3Options;
 use facematch_job::{JobOutput, JobSpec};
 use std::path::{Path, PathBuf};
@@ -69,36 +69,27 @@ impl ProcessesRunner {
     /// `dir/run`, the run's rendezvous.
     fn worker_args(&self, dir: &Path, index: usize) -> Vec<String> {
         let rendezvous = dir.join("run").display().to_string();
-        let indexed = || {
-            indexed_args(
-                &rendezvous,
-                index,
-                self.processes,
-                self.threads,
-                LOCALHOST,
-                self.connect_timeout,
-            )
+        let flags = WorkerFlags {
+            threads: self.threads,
+            host: LOCALHOST.into(),
+            connect_timeout: self.connect_timeout,
+            ports: None,
         };
         match (index, self.hostfile) {
             (_, true) => {
-                let mut args = indexed();
+                let mut args = indexed_args(&rendezvous, index, self.processes, &flags);
                 args.extend(["--hostfile".into(), dir.join("hosts").display().to_string()]);
                 args
             }
-            (0, false) => indexed(),
-            (_, false) => joiner_args(
-                &dir.display().to_string(),
-                self.threads,
-                LOCALHOST,
-                self.connect_timeout,
-            ),
+            (0, false) => indexed_args(&rendezvous, 0, self.processes, &flags),
+            (_, false) => joiner_args(&dir.display().to_string(), &flags, false),
         }
     }
 
     fn run_in(&self, dir: &Path, spec: &JobSpec) -> Result<JobOutput> {
         let rendezvous = Rendezvous::open(&dir.join("run").display().to_string(), &self.s3)?;
         rendezvous.publish_spec(spec)?;
-        Pool::open(&dir.display().to_string(), &self.s3)?.point_at(rendezvous.uri())?;
+        Pool::open(&dir.display().to_string(), &self.s3)?.point_at(rendezvous.uri(), &self.s3)?;
         if self.hostfile {
             write_hostfile(&dir.join("hosts"), self.processes)?;
         }
@@ -159,7 +150,7 @@ impl ProcessesRunner {
                         let index = *index;
                         stop_all(children);
                         if let Some(failure) = rendezvous.failure()? {
-                            return Err(anyhow!(failure));
+                            return Err(DataFailure(failure).into());
                         }
                         return Err(self.lost(dir, index, status).into());
                     }

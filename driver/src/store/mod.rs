@@ -22,10 +22,25 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// Connects to `url` (any Postgres, not only the local one).
+/// Connects to `url` (any Postgres, not only the local one). A URL without a password takes the
+/// one in `PGPASSWORD`, as libpq does, so a password never has to be written into a URL.
 pub fn connect(url: &str) -> Result<Client> {
-    Client::connect(url, NoTls)
+    config(url, std::env::var("PGPASSWORD").ok())?
+        .connect(NoTls)
         .with_context(|| format!("cannot connect to Postgres at {}", redact(url)))
+}
+
+/// The connection settings of `url`, with `password` when the URL has none.
+fn config(url: &str, password: Option<String>) -> Result<postgres::Config> {
+    let mut config: postgres::Config = url
+        .parse()
+        .with_context(|| format!("not a Postgres URL: {}", redact(url)))?;
+    if config.get_password().is_none()
+        && let Some(password) = password
+    {
+        config.password(password);
+    }
+    Ok(config)
 }
 
 /// Connects and brings the schema up to date.
@@ -70,5 +85,32 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpassword_fills_in_a_url_without_a_password() {
+        let set = |url: &str, pw: Option<&str>| {
+            config(url, pw.map(str::to_string))
+                .unwrap()
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        };
+        // A password with characters a URL would need escaped, passed as it is.
+        let secret = "p@ss:w/rd%?# x";
+        assert_eq!(
+            set("postgres://app@db:5432/facematch", Some(secret)).as_deref(),
+            Some(secret)
+        );
+        assert_eq!(
+            set("postgres://app:inline@db/facematch", Some(secret)).as_deref(),
+            Some("inline")
+        );
+        assert_eq!(set("postgres://app@db/facematch", None), None);
+        assert!(config("not a url at all ::", None).is_err());
     }
 }

@@ -9,11 +9,12 @@
 //! Staging layout under the prefix: `bin/` (binary, script), `runs/<run>/` (rendezvous),
 //! `pools/<cluster-id>/current` (the run a cluster's workers join next), `logs/` (EMR logs).
 
+pub mod binary;
 pub mod client;
 pub mod request;
 pub mod supervise;
 
-use super::{Capacity, RemoteJob, RunContext, Runner};
+use super::{Capacity, RemoteJob, RunContext, Runner, WorkerLost};
 use crate::cluster::{Pool, Rendezvous};
 use anyhow::{Context, Result, anyhow, bail};
 pub use client::{ClusterReport, Emr, StepReport};
@@ -46,6 +47,8 @@ pub struct EmrOptions {
     pub core_nodes: usize,
     /// Timely threads per worker process.
     pub threads: usize,
+    /// The ports the worker processes listen on (what the security groups open).
+    pub port_range: crate::cluster::PortRange,
     /// EMR service role.
     pub service_role: String,
     /// EC2 instance profile of the nodes.
@@ -96,17 +99,20 @@ pub struct EmrRunner {
     pub options: EmrOptions,
     emr: Emr,
     cancelled: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The executable staged for the nodes, once checked.
+    binary: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl EmrRunner {
-    /// Connects to EMR; Ctrl-C terminates what the run started.
+    /// Connects to EMR; Ctrl-C or SIGTERM (a scheduler or systemd stopping the driver)
+    /// terminates what the run started.
     pub fn new(options: EmrOptions) -> Result<EmrRunner> {
         let emr = Emr::connect(options.endpoint.as_deref(), options.region.as_deref())?;
         crate::signals::install();
         Ok(EmrRunner::with_client(
             options,
             emr,
-            Box::new(crate::signals::interrupted),
+            Box::new(crate::signals::stop_requested),
         ))
     }
 
@@ -120,7 +126,17 @@ impl EmrRunner {
             options,
             emr,
             cancelled,
+            binary: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The portable executable the nodes run ([`binary::resolve`]), checked once.
+    pub fn binary(&self) -> Result<&std::path::Path> {
+        if let Some(path) = self.binary.get() {
+            return Ok(path);
+        }
+        let path = binary::resolve(self.options.binary.as_deref())?;
+        Ok(self.binary.get_or_init(|| path))
     }
 
     fn staging(&self) -> Result<Storage> {
@@ -130,11 +146,8 @@ impl EmrRunner {
     /// Uploads the binary (once per content) and the bootstrap script, and publishes the job.
     pub fn stage(&self, spec: &JobSpec, run_id: i64) -> Result<Staged> {
         let staging = self.staging()?;
-        let path = match &self.options.binary {
-            Some(path) => path.clone(),
-            None => std::env::current_exe().context("cannot find the facematch executable")?,
-        };
-        let binary = std::fs::read(&path)
+        let path = self.binary()?;
+        let binary = std::fs::read(path)
             .with_context(|| format!("cannot read the worker binary {}", path.display()))?;
         let digest = hex::encode(sha2::Sha256::digest(&binary));
         let binary_key = format!("bin/facematch-{}", &digest[..16]);
@@ -161,6 +174,9 @@ impl EmrRunner {
     /// Starts the cluster (or adds the step to the running one) and points its pool at the run.
     fn launch(&self, staged: &Staged) -> Result<RemoteJob> {
         let options = &self.options;
+        if (self.cancelled)() {
+            return Err(WorkerLost("interrupted before the cluster was started".into()).into());
+        }
         match &options.cluster_id {
             None => {
                 let request = request::run_job_flow(self.emr.client(), options, staged);
@@ -191,7 +207,7 @@ impl EmrRunner {
             Some(cluster_id) => {
                 let processes = self.emr.processes_of(cluster_id)?;
                 Pool::open(&staged.pool_of(cluster_id), &options.s3)?
-                    .point_at(&staged.rendezvous)?;
+                    .point_at(&staged.rendezvous, &options.s3)?;
                 let out = self
                     .emr
                     .call(
@@ -223,7 +239,8 @@ impl EmrRunner {
     /// Points a new cluster's pool at the run (the nodes read it only once bootstrapped, minutes
     /// from now) and finds the id of the step RunJobFlow added.
     fn point_pool_and_find_step(&self, staged: &Staged, cluster_id: &str) -> Result<String> {
-        Pool::open(&staged.pool_of(cluster_id), &self.options.s3)?.point_at(&staged.rendezvous)?;
+        Pool::open(&staged.pool_of(cluster_id), &self.options.s3)?
+            .point_at(&staged.rendezvous, &self.options.s3)?;
         let steps = self
             .emr
             .call(self.emr.client().list_steps().cluster_id(cluster_id).send())
@@ -274,26 +291,35 @@ impl Runner for EmrRunner {
                 self.options.prefix
             );
         }
-        Ok(())
+        self.binary().map(|_| ())
     }
 
     fn execute(&self, spec: Arc<JobSpec>, context: &dyn RunContext) -> Result<JobOutput> {
         let staged = self.stage(&spec, context.run_id())?;
-        let status = self.launch(&staged)?;
-        context.record(&status);
         let rendezvous = Rendezvous::open(&staged.rendezvous, &self.options.s3)?;
-        supervise(
-            &self.emr,
-            status,
-            &rendezvous,
-            Watch {
-                poll: self.options.poll,
-                poll_max: self.options.poll_max,
-                timeout: self.options.timeout,
-                keep_alive: self.options.keep_alive,
-            },
-            context,
-            &*self.cancelled,
-        )
+        let outcome = self.launch(&staged).and_then(|status| {
+            context.record(&status);
+            supervise(
+                &self.emr,
+                status,
+                &rendezvous,
+                Watch {
+                    poll: self.options.poll,
+                    poll_max: self.options.poll_max,
+                    timeout: self.options.timeout,
+                    keep_alive: self.options.keep_alive,
+                },
+                context,
+                &*self.cancelled,
+            )
+        });
+        // A run given up frees its pool: workers waiting to join it stop, the next run may go.
+        if let Err(e) = &outcome
+            && !super::is_data_failure(e)
+            && let Err(abandon) = rendezvous.abandon(&format!("{e:#}"))
+        {
+            tracing::warn!("cannot mark {} given up: {abandon:#}", rendezvous.uri());
+        }
+        outcome
     }
 }

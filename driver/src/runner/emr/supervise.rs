@@ -4,8 +4,8 @@
 
 use super::Emr;
 use crate::cluster::Rendezvous;
-use crate::runner::{RemoteJob, RunContext, WorkerLost};
-use anyhow::{Result, anyhow};
+use crate::runner::{DataFailure, RemoteJob, RunContext, WorkerLost};
+use anyhow::Result;
 use aws_sdk_emr::types::{ClusterState, StepState};
 use facematch_job::JobOutput;
 use std::time::{Duration, Instant};
@@ -43,14 +43,13 @@ pub fn supervise(
                     .unwrap_or_else(|_| "TERMINATING".into());
                 context.record(&status);
             }
-            Err(e) => {
-                let message = format!(
-                    "could not terminate cluster {}: {e:#}; terminate it with `facematch emr terminate {}`",
-                    status.cluster_id, status.cluster_id
-                );
-                tracing::error!("{message}");
-                return Err(outcome.err().unwrap_or_else(|| anyhow!(message)));
-            }
+            // The outcome stands — results already computed are written — and the person
+            // running facematch is told what to clean up.
+            Err(e) => context.warn(&format!(
+                "could not terminate cluster {}: {e:#}; terminate it with `facematch emr \
+                 terminate {}`",
+                status.cluster_id, status.cluster_id
+            )),
         }
     }
     outcome
@@ -141,7 +140,7 @@ fn verdict(
     rendezvous: &Rendezvous,
 ) -> Result<Option<Result<JobOutput>>> {
     if let Some(failure) = rendezvous.failure()? {
-        return Ok(Some(Err(anyhow!(failure))));
+        return Ok(Some(Err(DataFailure(failure).into())));
     }
     if rendezvous.is_finished()? {
         return Ok(Some(rendezvous.output()));
