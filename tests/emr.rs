@@ -190,6 +190,34 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
     );
     assert!(emr.clusters().is_empty(), "a refused run starts nothing");
 
+    // A dry run prints the RunJobFlow request as EMR would receive it (the SDK's own JSON),
+    // and calls nothing: no cluster, no staging, no claim.
+    let dry = emr.run_command(&["--emr-dry-run"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&dry.stderr);
+    assert!(dry.status.success(), "{stderr}");
+    let request: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(request["Name"], "facematch");
+    assert_eq!(request["Instances"]["Ec2SubnetId"], "subnet-0facade");
+    assert_eq!(request["SecurityConfiguration"], "facematch-at-rest");
+    let tags = request["Tags"].as_array().unwrap();
+    assert!(
+        tags.iter().any(|t| t["Key"] == "for-use-with-amazon-emr-managed-policies"
+            && t["Value"] == "true"),
+        "{request}"
+    );
+    let step_args = request["Steps"][0]["HadoopJarStep"]["Args"].to_string();
+    assert!(
+        step_args.contains("\"--port-range\",\"42000-42063\""),
+        "{step_args}"
+    );
+    assert!(emr.clusters().is_empty(), "a dry run starts nothing");
+    assert!(env.s3.list("emr/").is_empty(), "a dry run stages nothing");
+    assert!(
+        statuses(&env, &ids)
+            .iter()
+            .all(|s| *s == ("PENDING".into(), 0))
+    );
+
     // A binary a stock EMR node cannot start (the full facematch links dlib) is refused before
     // anything is claimed or started, naming what it needs.
     let full = emr

@@ -84,6 +84,10 @@ pub struct EmrArgs {
     /// emr: keep the cluster this run starts after a success (use it with --cluster-id).
     #[arg(long)]
     pub emr_keep_alive: bool,
+    /// emr: print the RunJobFlow request a run would send, as JSON, and exit; nothing is
+    /// claimed, staged or started, and AWS is not called.
+    #[arg(long)]
+    pub emr_dry_run: bool,
     /// emr: the planner's estimate of a new cluster's start-up.
     #[arg(long, default_value = "7m", value_parser = humantime::parse_duration)]
     pub emr_startup: Duration,

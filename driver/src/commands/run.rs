@@ -137,6 +137,14 @@ impl FromStr for RunnerKind {
 
 /// Runs one batch and prints its summary; exit 3 when a history ended in ERROR.
 pub fn exec(args: RunArgs, json: bool) -> Result<ExitCode> {
+    if args.emr.emr_dry_run {
+        if args.runner != "emr" {
+            bail!("--emr-dry-run goes with --runner emr");
+        }
+        let request = EmrRunner::dry_run(args.emr.options(args.workers, &args.s3.options())?)?;
+        print_json(&request)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let runner = args.runner()?;
     let options = args.options(ClaimScope::default())?;
     let summary = run_pending(&args.db.url()?, runner.as_ref(), &options)?;

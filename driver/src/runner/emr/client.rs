@@ -44,6 +44,23 @@ impl Emr {
         })
     }
 
+    /// A client that never reaches AWS on its own (static placeholder credentials, no
+    /// credential chain): what a dry run serialises requests with.
+    pub fn offline(region: &str) -> Result<Emr> {
+        let config = aws_sdk_emr::Config::builder()
+            .behavior_version(aws_sdk_emr::config::BehaviorVersion::latest())
+            .region(aws_sdk_emr::config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_emr::config::Credentials::new(
+                "dry-run",
+                "dry-run",
+                None,
+                None,
+                "facematch",
+            ))
+            .build();
+        Emr::from_client(aws_sdk_emr::Client::from_conf(config))
+    }
+
     /// The client.
     pub fn client(&self) -> &aws_sdk_emr::Client {
         &self.client
@@ -216,4 +233,27 @@ pub struct StepReport {
     pub name: String,
     /// Step state.
     pub state: String,
+}
+
+/// An interceptor that keeps a request's serialised body and stops the call there.
+#[derive(Debug)]
+pub struct CaptureBody(pub std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+
+impl aws_sdk_emr::config::Intercept for CaptureBody {
+    fn name(&self) -> &'static str {
+        "facematch dry run"
+    }
+
+    fn read_after_serialization(
+        &self,
+        context: &aws_sdk_emr::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_emr::config::RuntimeComponents,
+        _: &mut aws_sdk_emr::config::ConfigBag,
+    ) -> Result<(), aws_sdk_emr::error::BoxError> {
+        let body = context.request().body().bytes().map(<[u8]>::to_vec);
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = body;
+        }
+        Err("dry run: stopped before sending".into())
+    }
 }

@@ -93,6 +93,12 @@ pub struct EmrOptions {
     pub s3: S3Options,
 }
 
+/// The staging keys of a run's binary and bootstrap script, under the prefix.
+struct StagedKeys {
+    binary: String,
+    bootstrap: String,
+}
+
 /// Runs the job on EMR.
 pub struct EmrRunner {
     /// Options.
@@ -149,26 +155,59 @@ impl EmrRunner {
         let path = self.binary()?;
         let binary = std::fs::read(path)
             .with_context(|| format!("cannot read the worker binary {}", path.display()))?;
-        let digest = hex::encode(sha2::Sha256::digest(&binary));
-        let binary_key = format!("bin/facematch-{}", &digest[..16]);
-        if !staging.exists(&binary_key)? {
-            staging.put(&binary_key, binary.into())?;
-        }
-        let script = request::BOOTSTRAP_SCRIPT.as_bytes();
-        let script_digest = hex::encode(sha2::Sha256::digest(script));
-        let script_key = format!("bin/bootstrap-{}.sh", &script_digest[..16]);
-        staging.put(&script_key, script.to_vec().into())?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let rendezvous = staging.uri_of(&format!("runs/run-{run_id}-{nanos}"));
-        Rendezvous::open(&rendezvous, &self.options.s3)?.publish_spec(spec)?;
-        Ok(Staged {
-            binary: staging.uri_of(&binary_key),
-            bootstrap: staging.uri_of(&script_key),
-            rendezvous,
-            pools: staging.uri_of("pools"),
-        })
+        let (staged, keys) = self.locations(&binary, &format!("run-{run_id}-{nanos}"));
+        if !staging.exists(&keys.binary)? {
+            staging.put(&keys.binary, binary.into())?;
+        }
+        staging.put(
+            &keys.bootstrap,
+            request::BOOTSTRAP_SCRIPT.as_bytes().to_vec().into(),
+        )?;
+        Rendezvous::open(&staged.rendezvous, &self.options.s3)?.publish_spec(spec)?;
+        Ok(staged)
+    }
+
+    /// Where a run named `run` stages `binary`, the bootstrap script and its rendezvous under
+    /// the prefix (the binary and the script are content-addressed), and their keys.
+    fn locations(&self, binary: &[u8], run: &str) -> (Staged, StagedKeys) {
+        let prefix = self.options.prefix.trim_end_matches('/');
+        let digest = hex::encode(sha2::Sha256::digest(binary));
+        let script_digest = hex::encode(sha2::Sha256::digest(request::BOOTSTRAP_SCRIPT));
+        let keys = StagedKeys {
+            binary: format!("bin/facematch-{}", &digest[..16]),
+            bootstrap: format!("bin/bootstrap-{}.sh", &script_digest[..16]),
+        };
+        let staged = Staged {
+            binary: format!("{prefix}/{}", keys.binary),
+            bootstrap: format!("{prefix}/{}", keys.bootstrap),
+            rendezvous: format!("{prefix}/runs/{run}"),
+            pools: format!("{prefix}/pools"),
+        };
+        (staged, keys)
+    }
+
+    /// The RunJobFlow request a run would send, as the JSON AWS would receive, without
+    /// calling AWS or staging anything (`--emr-dry-run`).
+    pub fn dry_run(options: EmrOptions) -> Result<serde_json::Value> {
+        let region = options.region.clone().unwrap_or_else(|| "us-east-1".into());
+        let runner = EmrRunner::with_client(options, Emr::offline(&region)?, Box::new(|| false));
+        let binary = std::fs::read(runner.binary()?)?;
+        let (staged, _) = runner.locations(&binary, "run-<id>-<time>");
+        let captured = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let request = request::run_job_flow(runner.emr.client(), &runner.options, &staged)
+            .customize()
+            .interceptor(client::CaptureBody(captured.clone()));
+        // The capture stops the call right after serialisation: nothing leaves this machine.
+        let sent = runner.emr.call(request.send());
+        let body = captured
+            .lock()
+            .map_err(|_| anyhow!("capture poisoned"))?
+            .take()
+            .ok_or_else(|| anyhow!("RunJobFlow was not serialised: {sent:?}"))?;
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// Starts the cluster (or adds the step to the running one) and points its pool at the run.
