@@ -496,29 +496,38 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
         .get(0);
     assert!(error.contains("timed out after 2s"), "{error}");
 
-    // Ctrl-C while the cluster starts: the driver terminates it and gives the histories back.
-    let ids = insert_histories(&env);
-    let driver = emr
-        .run_command(&["--force", "--emr-timeout", "120s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let third = emr.wait_for_cluster(&[&cluster_id, &second]);
-    // SAFETY: kill(2) on the child this test spawned.
-    assert_eq!(unsafe { libc::kill(driver.id() as i32, libc::SIGINT) }, 0);
-    let out = driver.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let error = summary["error"].as_str().unwrap_or_default();
-    assert!(error.contains("interrupted"), "{summary}");
-    assert_eq!(emr.state(&third), "TERMINATED");
-    assert!(
-        statuses(&env, &ids)
-            .iter()
-            .all(|s| *s == ("PENDING".into(), 1))
-    );
+    // Ctrl-C while the cluster starts, and SIGTERM (a scheduler or systemd stopping the driver):
+    // the driver terminates the cluster and gives the histories back, at once.
+    let mut known = vec![cluster_id.clone(), second.clone()];
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let ids = insert_histories(&env);
+        let driver = emr
+            .run_command(&["--force", "--emr-timeout", "120s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let known_ids: Vec<&str> = known.iter().map(String::as_str).collect();
+        let cluster = emr.wait_for_cluster(&known_ids);
+        let sent = Instant::now();
+        // SAFETY: kill(2) on the child this test spawned.
+        assert_eq!(unsafe { libc::kill(driver.id() as i32, signal) }, 0);
+        let out = driver.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "signal {signal}: {stderr}");
+        assert!(sent.elapsed() < Duration::from_secs(20), "signal {signal}");
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let error = summary["error"].as_str().unwrap_or_default();
+        assert!(error.contains("interrupted"), "signal {signal}: {summary}");
+        assert_eq!(emr.state(&cluster), "TERMINATED", "signal {signal}");
+        assert!(
+            statuses(&env, &ids)
+                .iter()
+                .all(|s| *s == ("PENDING".into(), 1)),
+            "signal {signal}"
+        );
+        known.push(cluster);
+    }
 
     // `facematch emr status|terminate` on a cluster someone left running.
     let manual = emr.runtime.block_on(async {
