@@ -82,6 +82,17 @@ impl Emr<'_> {
         cmd
     }
 
+    /// `what` claimed nothing (the histories PENDING, no attempt used) and started no cluster.
+    fn assert_untouched(&self, ids: &[i64], what: &str) {
+        assert!(
+            statuses(self.env, ids)
+                .iter()
+                .all(|s| *s == ("PENDING".into(), 0)),
+            "{what} claimed histories"
+        );
+        assert!(self.clusters().is_empty(), "{what} started a cluster");
+    }
+
     fn clusters(&self) -> Vec<String> {
         let client = self.moto.emr();
         self.runtime.block_on(async {
@@ -98,6 +109,8 @@ impl Emr<'_> {
     }
 
     /// Waits for a cluster not among `known` and returns its id.
+    /// moto lists a new cluster before it has stored the request's tags; every cluster facematch
+    /// starts has some, so the wait lasts until they are there too.
     fn wait_for_cluster(&self, known: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -105,12 +118,27 @@ impl Emr<'_> {
                 .clusters()
                 .into_iter()
                 .find(|c| !known.contains(&c.as_str()))
+                && self.has_tags(&new)
             {
                 return new;
             }
             assert!(Instant::now() < deadline, "no cluster was created");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn has_tags(&self, id: &str) -> bool {
+        let client = self.moto.emr();
+        self.runtime.block_on(async {
+            client
+                .describe_cluster()
+                .cluster_id(id)
+                .send()
+                .await
+                .ok()
+                .and_then(|out| out.cluster().map(|c| !c.tags().is_empty()))
+                .unwrap_or(false)
+        })
     }
 
     fn state(&self, id: &str) -> String {
@@ -183,12 +211,7 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
     );
     assert!(stderr.contains("refusing emr:2x2:c7i.2xlarge"), "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
-    assert!(
-        statuses(&env, &ids)
-            .iter()
-            .all(|s| *s == ("PENDING".into(), 0))
-    );
-    assert!(emr.clusters().is_empty(), "a refused run starts nothing");
+    emr.assert_untouched(&ids, "a refused run");
 
     // A dry run prints the RunJobFlow request as EMR would receive it (the SDK's own JSON),
     // and calls nothing: no cluster, no staging, no claim.
@@ -210,13 +233,8 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
         step_args.contains("\"--port-range\",\"42000-42063\""),
         "{step_args}"
     );
-    assert!(emr.clusters().is_empty(), "a dry run starts nothing");
+    emr.assert_untouched(&ids, "a dry run");
     assert!(env.s3.list("emr/").is_empty(), "a dry run stages nothing");
-    assert!(
-        statuses(&env, &ids)
-            .iter()
-            .all(|s| *s == ("PENDING".into(), 0))
-    );
 
     // A binary a stock EMR node cannot start (the full facematch links dlib) is refused before
     // anything is claimed or started, naming what it needs.
@@ -228,12 +246,7 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
     assert_eq!(full.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("libdlib"), "{stderr}");
     assert!(stderr.contains("make worker-binary"), "{stderr}");
-    assert!(
-        statuses(&env, &ids)
-            .iter()
-            .all(|s| *s == ("PENDING".into(), 0))
-    );
-    assert!(emr.clusters().is_empty(), "a refused binary starts nothing");
+    emr.assert_untouched(&ids, "a refused binary");
 
     // --force: the driver stages, calls RunJobFlow and waits.
     let driver = emr
