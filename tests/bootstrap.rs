@@ -8,6 +8,7 @@
 mod common;
 
 use common::{ACCESS_KEY, BUCKET, REGION, SECRET_KEY, TestEnv};
+use facematch_driver::cluster::{WorkerFlags, joiner_args};
 use facematch_driver::runner::emr::request::BOOTSTRAP_SCRIPT;
 use facematch_job::JobOutput;
 use std::os::unix::fs::PermissionsExt;
@@ -58,8 +59,21 @@ impl Node {
         self.dir.path().join(name)
     }
 
-    /// Runs the bootstrap script with `args` (the binary's URI, then the worker's arguments).
-    fn bootstrap(&self, env: &TestEnv, args: &[&str]) -> Output {
+    /// Runs the bootstrap script as EMR would: the binary's URI, then the serving pool worker's
+    /// arguments as the driver builds them (`cluster::joiner_args`).
+    fn bootstrap(&self, env: &TestEnv, binary_uri: &str) -> Output {
+        let flags = WorkerFlags {
+            threads: 1,
+            host: "127.0.0.1".into(),
+            connect_timeout: Duration::from_secs(60),
+            ports: None,
+        };
+        let mut args = vec![binary_uri.to_string()];
+        args.extend(joiner_args(
+            "s3://faces/emr/pools/{cluster-id}",
+            &flags,
+            true,
+        ));
         let script = self.path("bootstrap.sh");
         std::fs::write(&script, BOOTSTRAP_SCRIPT).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -76,7 +90,7 @@ impl Node {
             Command::new("bash")
         };
         cmd.arg(&script)
-            .args(args)
+            .args(&args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.path("home"))
@@ -146,15 +160,7 @@ fn the_primary_node_installs_the_binary_and_starts_no_worker() {
     let worker = common::portable_worker();
     let uri = stage(&env, "emr/bin/facematch-portable", &worker);
     let node = Node::new(true);
-    let out = node.bootstrap(
-        &env,
-        &[
-            &uri,
-            "worker",
-            "--pool",
-            "s3://faces/emr/pools/{cluster-id}",
-        ],
-    );
+    let out = node.bootstrap(&env, &uri);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("installed facematch"), "{}", text(&out));
     assert_eq!(
@@ -189,22 +195,7 @@ fn a_core_node_serves_the_pool_and_joins_the_next_run() {
         "9",
     ]);
     let node = Node::new(false);
-    let out = node.bootstrap(
-        &env,
-        &[
-            &uri,
-            "worker",
-            "--pool",
-            "s3://faces/emr/pools/{cluster-id}",
-            "--serve",
-            "--threads",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--connect-timeout",
-            "60",
-        ],
-    );
+    let out = node.bootstrap(&env, &uri);
     assert!(out.status.success(), "{}", text(&out));
     let loop_pid = node
         .worker_loop()
@@ -311,15 +302,7 @@ fn a_binary_the_node_cannot_start_fails_the_bootstrap() {
     );
     let node = Node::new(false);
     let started = Instant::now();
-    let out = node.bootstrap(
-        &env,
-        &[
-            &uri,
-            "worker",
-            "--pool",
-            "s3://faces/emr/pools/{cluster-id}",
-        ],
-    );
+    let out = node.bootstrap(&env, &uri);
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot start on this node"), "{stderr}");

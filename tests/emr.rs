@@ -108,8 +108,7 @@ impl Emr<'_> {
         })
     }
 
-    /// Waits for a cluster not among `known` and returns its id.
-    /// moto lists a new cluster before it has stored the request's tags; every cluster facematch
+    /// Waits for a cluster not among `known` and returns its id. moto lists a new cluster before it has stored the request's tags; every cluster facematch
     /// starts has some, so the wait lasts until they are there too.
     fn wait_for_cluster(&self, known: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -127,35 +126,24 @@ impl Emr<'_> {
         }
     }
 
-    fn has_tags(&self, id: &str) -> bool {
+    /// What moto says of cluster `id` now.
+    fn describe(&self, id: &str) -> Option<aws_sdk_emr::types::Cluster> {
         let client = self.moto.emr();
         self.runtime.block_on(async {
-            client
-                .describe_cluster()
-                .cluster_id(id)
-                .send()
-                .await
-                .ok()
-                .and_then(|out| out.cluster().map(|c| !c.tags().is_empty()))
-                .unwrap_or(false)
+            let out = client.describe_cluster().cluster_id(id).send().await.ok()?;
+            out.cluster().cloned()
         })
     }
 
+    fn has_tags(&self, id: &str) -> bool {
+        self.describe(id).is_some_and(|c| !c.tags().is_empty())
+    }
+
     fn state(&self, id: &str) -> String {
-        let client = self.moto.emr();
-        self.runtime.block_on(async {
-            client
-                .describe_cluster()
-                .cluster_id(id)
-                .send()
-                .await
-                .unwrap()
-                .cluster()
-                .and_then(|c| c.status())
-                .and_then(|s| s.state())
-                .map(|s| s.as_str().to_string())
-                .unwrap()
-        })
+        self.describe(id)
+            .and_then(|c| c.status().and_then(|s| s.state()).cloned())
+            .map(|s| s.as_str().to_string())
+            .expect("moto knows the cluster and its state")
     }
 }
 

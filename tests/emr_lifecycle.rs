@@ -5,6 +5,8 @@
 //! (tests/processes.rs), which runs the same worker commands, and the request shape against
 //! moto_server (tests/emr.rs).
 
+mod common;
+
 use aws_sdk_emr::Client;
 use aws_sdk_emr::operation::add_job_flow_steps::AddJobFlowStepsOutput;
 use aws_sdk_emr::operation::describe_cluster::DescribeClusterOutput;
@@ -86,9 +88,7 @@ impl Script {
 
 fn options(prefix: &Path, cluster_id: Option<&str>) -> EmrOptions {
     // What a stock EMR node can start: the portable worker binary `make test` builds.
-    let binary = std::env::var_os("FACEMATCH_PORTABLE_WORKER")
-        .map(PathBuf::from)
-        .expect("FACEMATCH_PORTABLE_WORKER is not set: run the tests with `make test`");
+    let binary = common::portable_worker();
     std::fs::create_dir_all(prefix).unwrap();
     EmrOptions {
         prefix: prefix.display().to_string(),

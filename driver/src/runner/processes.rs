@@ -147,8 +147,8 @@ impl ProcessesRunner {
                     None => running += 1,
                     Some(status) if status.success() => {}
                     Some(status) => {
+                        // The caller stops the others.
                         let index = *index;
-                        stop_all(children);
                         if let Some(failure) = rendezvous.failure()? {
                             return Err(DataFailure(failure).into());
                         }
