@@ -21,6 +21,18 @@ pub struct S3Options {
     pub path_style: bool,
 }
 
+/// Where a local write goes before it is renamed into place: a hidden name beside the key
+/// (`list` skips dot-files, so a reader listing the folder never sees a write in progress), the
+/// whole file name kept, so keys that differ only after their last dot never share one.
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ))
+}
+
 /// A dataset storage root.
 #[derive(Clone)]
 pub struct Storage {
@@ -167,7 +179,7 @@ impl Storage {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| self.fail(key, e))?;
                 }
-                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+                let tmp = temporary_path(&path);
                 std::fs::write(&tmp, &data).map_err(|e| self.fail(key, e))?;
                 std::fs::rename(&tmp, &path).map_err(|e| self.fail(key, e))
             }
@@ -368,4 +380,24 @@ fn map_file(path: &std::path::Path) -> std::io::Result<Bytes> {
     // the file could break that.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     Ok(Bytes::from_owner(map))
+}
+
+#[cfg(test)]
+mod temporary_path_tests {
+    use super::*;
+
+    #[test]
+    fn writes_in_progress_are_hidden_and_never_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = temporary_path(&dir.path().join("peers/127.0.0.1_4000-7"));
+        let b = temporary_path(&dir.path().join("peers/127.0.0.1_4001-7"));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(dir.path().join("peers").as_path()));
+        assert!(a.file_name().unwrap().to_string_lossy().starts_with('.'));
+        // A listing made while such a file exists shows only finished keys.
+        let storage = Storage::open(dir.path().to_str().unwrap(), &S3Options::default()).unwrap();
+        storage.put("peers/done", Bytes::from_static(b"x")).unwrap();
+        std::fs::write(&a, b"half").unwrap();
+        assert_eq!(storage.list("peers/").unwrap(), ["peers/done"]);
+    }
 }
