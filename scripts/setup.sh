@@ -11,7 +11,8 @@ command -v bc >/dev/null || missing+=(bc)
 # objdump: the worker-binary check reads what the portable binary links.
 command -v objdump >/dev/null || missing+=(binutils)
 # The AWS CLI an EMR node has: the bootstrap test runs the bootstrap action with it.
-command -v aws >/dev/null || missing+=(awscli)
+# Debian's own (v2, as on EMR nodes), not whatever `aws` a PATH finds first.
+[ -x /usr/bin/aws ] || missing+=(awscli)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The face pipeline: dlib and OpenBLAS to link dlib-face-recognition, libjpeg-turbo for JPEG.

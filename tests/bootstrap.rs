@@ -67,6 +67,7 @@ impl Node {
             host: "127.0.0.1".into(),
             connect_timeout: Duration::from_secs(60),
             ports: None,
+            peer_timeout: Duration::from_secs(30),
         };
         let mut args = vec![binary_uri.to_string()];
         args.extend(joiner_args(
@@ -92,7 +93,9 @@ impl Node {
         cmd.arg(&script)
             .args(&args)
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // An EMR node's PATH: its AWS CLI v2 is /usr/bin/aws (Debian's awscli here), not
+            // whichever `aws` this machine's own PATH finds first.
+            .env("PATH", "/usr/bin:/bin")
             .env("HOME", self.path("home"))
             .env("AWS_ENDPOINT_URL", &env.s3.endpoint)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)

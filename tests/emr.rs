@@ -365,7 +365,9 @@ fn an_emr_run_submits_the_cluster_runs_its_commands_and_terminates_it() {
             "--connect-timeout",
             "300",
             "--port-range",
-            "42000-42063"
+            "42000-42063",
+            "--peer-timeout",
+            "30"
         ]
     );
     // Staged: the binary byte for byte, the script, the spec, and the pool pointer.

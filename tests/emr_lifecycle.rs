@@ -116,6 +116,7 @@ fn options(prefix: &Path, cluster_id: Option<&str>) -> EmrOptions {
         poll: Duration::from_millis(5),
         poll_max: Duration::from_millis(20),
         connect_timeout: Duration::from_secs(30),
+        peer_timeout: Duration::from_secs(30),
         join_timeout: Duration::from_secs(60),
         keep_alive: false,
         startup: Duration::from_secs(420),

@@ -50,36 +50,6 @@ fn submit_batch(env: &TestEnv, faces: &[i64]) -> Vec<i64> {
     ids
 }
 
-/// The same kinds of histories as [`submit_batch`], inserted with SQL as an application would
-/// (hundreds of CLI calls would dominate the test's time).
-fn insert_batch(env: &TestEnv, faces: &[i64]) -> Vec<i64> {
-    let mut client = env.db.client();
-    let variants: [(&str, &str, i32, bool, Option<f64>); 4] = [
-        ("cosine", "all", 10, true, None),
-        ("euclidean", "actor", 25, true, None),
-        ("cosine", "user", 5, false, None),
-        ("euclidean", "all", 50, true, Some(0.9)),
-    ];
-    let insert = client
-        .prepare(
-            "INSERT INTO histories (in_face_id, similarity_method, face_source_filter, max_results,
-                                    exclude_self, max_distance)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .unwrap();
-    faces
-        .iter()
-        .enumerate()
-        .map(|(i, face)| {
-            let (method, filter, n, exclude, distance) = variants[i % variants.len()];
-            client
-                .query_one(&insert, &[face, &method, &filter, &n, &exclude, &distance])
-                .unwrap()
-                .get(0)
-        })
-        .collect()
-}
-
 fn synth(env: &TestEnv, name: &str, identities: &str, shards: &str) {
     env.ok(&[
         "dataset",
@@ -327,7 +297,7 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
         "5",
     ]);
     let faces: Vec<i64> = (0..600).map(|i| 1 + i * 241).collect();
-    let ids = insert_batch(&env, &faces);
+    let ids = env.insert_histories(&faces);
     // The first 10 histories already died in an earlier run: with --max-attempts 2 this is their
     // last chance, so they end in ERROR with the reason; the others go back to PENDING.
     let (last_chance, retried) = ids.split_at(10);
@@ -375,20 +345,7 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
     );
 
     let mut client = env.db.client();
-    let states = |client: &mut postgres::Client, ids: &[i64]| -> Vec<(String, i32, i64, bool)> {
-        client
-            .query(
-                "SELECT status, attempts, (SELECT count(*) FROM history_items i WHERE i.history_id = h.id),
-                        finished_at IS NOT NULL
-                   FROM histories h WHERE id = ANY($1)",
-                &[&ids],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect()
-    };
-    let requeued = states(&mut client, retried);
+    let requeued = env.history_states(retried);
     assert_eq!(requeued.len(), 590);
     assert!(
         requeued
@@ -396,7 +353,7 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
             .all(|s| *s == ("PENDING".to_string(), 1, 0, false)),
         "back to PENDING, one attempt, no partial items"
     );
-    let given_up = states(&mut client, last_chance);
+    let given_up = env.history_states(last_chance);
     assert!(
         given_up
             .iter()
@@ -436,7 +393,7 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
         .map(|r| r.get(0))
         .collect();
     assert!(attempts.iter().all(|a| *a == 2));
-    let inline_ids = insert_batch(&env, &faces);
+    let inline_ids = env.insert_histories(&faces);
     env.ok(&["run", "--runner", "inline", "-w", "2"]);
     assert_eq!(after_retry, env.history_items(&inline_ids[10..]));
 }

@@ -77,7 +77,7 @@ impl Drop for TestDb {
     }
 }
 
-/// s3s-fs serving a temporary folder on 127.0.0.1, on its own runtime thread, for the test's life.
+/// s3s-fs serving a temporary folder over TCP, on its own runtime thread, for the test's life.
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
@@ -86,8 +86,13 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts the server with one bucket, [`BUCKET`].
+    /// Starts the server on 127.0.0.1 with one bucket, [`BUCKET`].
     pub fn start() -> S3Server {
+        S3Server::start_on("127.0.0.1")
+    }
+
+    /// Starts the server on address `ip` (another host's reach) with one bucket, [`BUCKET`].
+    pub fn start_on(ip: &str) -> S3Server {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         use hyper_util::server::conn::auto::Builder as ConnBuilder;
         use s3s::auth::SimpleAuth;
@@ -105,7 +110,7 @@ impl S3Server {
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind((ip, 0)))
             .expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         runtime.spawn(async move {
@@ -245,13 +250,67 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh database (migrated through the CLI) and S3 server.
     pub fn new() -> TestEnv {
+        TestEnv::with_s3(S3Server::start())
+    }
+
+    /// A fresh database (migrated through the CLI) and the S3 server `s3`.
+    pub fn with_s3(s3: S3Server) -> TestEnv {
         let env = TestEnv {
             db: TestDb::create(),
-            s3: S3Server::start(),
+            s3,
             scratch: tempfile::tempdir().unwrap(),
         };
         env.ok(&["db", "migrate"]);
         env
+    }
+
+    /// Histories for `faces`, inserted with SQL as an application would (hundreds of CLI calls
+    /// would dominate a test's time), cycling through four kinds: cosine over all sources,
+    /// euclidean over actors, cosine over users keeping the face itself, euclidean within a
+    /// distance. Returns their ids.
+    pub fn insert_histories(&self, faces: &[i64]) -> Vec<i64> {
+        let mut client = self.db.client();
+        let variants: [(&str, &str, i32, bool, Option<f64>); 4] = [
+            ("cosine", "all", 10, true, None),
+            ("euclidean", "actor", 25, true, None),
+            ("cosine", "user", 5, false, None),
+            ("euclidean", "all", 50, true, Some(0.9)),
+        ];
+        let insert = client
+            .prepare(
+                "INSERT INTO histories (in_face_id, similarity_method, face_source_filter,
+                                        max_results, exclude_self, max_distance)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .unwrap();
+        faces
+            .iter()
+            .enumerate()
+            .map(|(i, face)| {
+                let (method, filter, n, exclude, distance) = variants[i % variants.len()];
+                client
+                    .query_one(&insert, &[face, &method, &filter, &n, &exclude, &distance])
+                    .unwrap()
+                    .get(0)
+            })
+            .collect()
+    }
+
+    /// Each history's (status, attempts, item count, finished) in `ids` order.
+    pub fn history_states(&self, ids: &[i64]) -> Vec<(String, i32, i64, bool)> {
+        self.db
+            .client()
+            .query(
+                "SELECT status, attempts,
+                        (SELECT count(*) FROM history_items i WHERE i.history_id = h.id),
+                        finished_at IS NOT NULL
+                   FROM histories h WHERE id = ANY($1) ORDER BY array_position($1, id)",
+                &[&ids],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
     }
 
     /// The `facematch` command with this environment: database, S3 endpoint and credentials, and

@@ -46,6 +46,8 @@ pub struct WorkerFlags {
     pub connect_timeout: Duration,
     /// The ports it may listen on.
     pub ports: Option<PortRange>,
+    /// How long a process may go without a heartbeat: process 0 publishes it for the run.
+    pub peer_timeout: Duration,
 }
 
 impl WorkerFlags {
@@ -83,6 +85,12 @@ pub fn indexed_args(
         processes.to_string(),
     ];
     args.extend(flags.args());
+    if process == 0 {
+        args.extend([
+            "--peer-timeout".into(),
+            flags.peer_timeout.as_secs().max(1).to_string(),
+        ]);
+    }
     args
 }
 

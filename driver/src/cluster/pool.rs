@@ -27,6 +27,11 @@ impl Pool {
         self.storage.root_uri()
     }
 
+    /// Where the run named `name` meets: `runs/<name>` under the pool.
+    pub fn run_uri(&self, name: &str) -> String {
+        self.storage.uri_of(&format!("runs/{name}"))
+    }
+
     /// Makes `rendezvous` the run the pool's workers join next — unless the pool still serves
     /// another run that has not ended, which would lose its workers.
     pub fn point_at(&self, rendezvous: &str, s3: &S3Options) -> Result<()> {

@@ -1,6 +1,7 @@
 //! One run's meeting place: the job (`spec.json`), the registrations (`peers/<index>`,
-//! `joiners/`), the member list process 0 publishes (`cluster.json`), and how the run ended
-//! (`output.json` or `failure.txt`).
+//! `joiners/`), the member list process 0 publishes (`cluster.json`), each process's heartbeat
+//! (`alive/<index>`), and how the run ended (`output.json`, `failure.txt`, or the driver's
+//! `abandoned.txt`).
 
 use anyhow::{Context, Result, bail};
 use facematch_datasets::{S3Options, Storage};
@@ -8,6 +9,7 @@ use facematch_job::{JobOutput, JobSpec};
 use std::time::{Duration, Instant};
 
 /// One run's meeting place.
+#[derive(Clone)]
 pub struct Rendezvous {
     storage: Storage,
 }
@@ -22,15 +24,33 @@ const OUTPUT: &str = "output.json";
 const FAILURE: &str = "failure.txt";
 /// Why the driver gave the run up (its workers stop waiting for it).
 const ABANDONED: &str = "abandoned.txt";
+/// What a process writes as its last heartbeat once its share is done.
+pub const BEAT_DONE: &str = "done";
 
-/// The cluster process 0 publishes: every process in order, and the timely threads each one
-/// runs (timely needs the same number in every process, so process 0's count rules).
+/// The cluster process 0 (or the driver) publishes: every process in order, the timely threads
+/// each one runs (timely needs the same number in every process, so the assembler's count
+/// rules), and how long a process may go without a heartbeat before the run is given up.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Members {
     /// Timely worker threads per process.
     pub threads: usize,
     /// The processes, in process order.
     pub peers: Vec<Peer>,
+    /// Milliseconds without a heartbeat after which a process counts as lost
+    /// ([`super::liveness`]).
+    #[serde(default = "default_peer_timeout_ms")]
+    pub peer_timeout_ms: u64,
+}
+
+fn default_peer_timeout_ms() -> u64 {
+    super::liveness::DEFAULT_PEER_TIMEOUT.as_millis() as u64
+}
+
+impl Members {
+    /// How long a process may go without a heartbeat.
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
+    }
 }
 
 /// A registered process.
@@ -119,16 +139,23 @@ impl Rendezvous {
     /// The processes registered with their position so far, by index.
     pub fn registered(&self, processes: usize) -> Result<Vec<Option<Peer>>> {
         let mut peers = vec![None; processes];
-        for key in self.storage.list("peers/")? {
-            let index = key
-                .strip_prefix("peers/")
-                .and_then(|i| i.parse::<usize>().ok())
-                .filter(|i| *i < processes);
-            if let Some(index) = index {
-                peers[index] = Some(self.read_peer(&key)?);
-            }
+        for (index, key) in self.by_index("peers/", processes)? {
+            peers[index] = Some(self.read_peer(&key)?);
         }
         Ok(peers)
+    }
+
+    /// The keys `<prefix><index>` with an index below `processes`, and their index.
+    fn by_index(&self, prefix: &str, processes: usize) -> Result<Vec<(usize, String)>> {
+        Ok(self
+            .storage
+            .list(prefix)?
+            .into_iter()
+            .filter_map(|key| {
+                let index = key.strip_prefix(prefix)?.parse::<usize>().ok()?;
+                (index < processes).then_some((index, key))
+            })
+            .collect())
     }
 
     /// The joiners registered so far, in a stable order.
@@ -140,40 +167,54 @@ impl Rendezvous {
 
     /// Process 0: waits until all `processes` positions are taken — by processes started with
     /// their index, the rest by joiners in registration-name order — and publishes the ordered
-    /// list every process reads, with its own `threads`. After `timeout` it fails naming the
-    /// positions still open.
-    pub fn assemble(&self, processes: usize, threads: usize, timeout: Duration) -> Result<Members> {
+    /// list every process reads, with its own `threads` and `peer_timeout`. After `timeout` it
+    /// fails naming the positions still open.
+    pub fn assemble(
+        &self,
+        processes: usize,
+        threads: usize,
+        peer_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Members> {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut peers = self.registered(processes)?;
-            let mut joiners = self.joiners()?.into_iter();
-            for slot in peers.iter_mut().filter(|p| p.is_none()) {
-                *slot = joiners.next();
-            }
-            if peers.iter().all(Option::is_some) {
-                let members = Members {
-                    threads,
-                    peers: peers.into_iter().flatten().collect(),
-                };
-                self.put_json(MEMBERS, &members)?;
-                return Ok(members);
-            }
-            if Instant::now() >= deadline {
-                let missing: Vec<String> = peers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.is_none())
-                    .map(|(i, _)| i.to_string())
-                    .collect();
-                bail!(
+            match self.try_assemble(processes, threads, peer_timeout)? {
+                Ok(members) => return Ok(members),
+                Err(missing) if Instant::now() >= deadline => bail!(
                     "worker process(es) {} of {processes} never registered at {} within {:?}",
-                    missing.join(", "),
+                    list(&missing),
                     self.uri(),
                     timeout
-                );
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// One attempt of [`Rendezvous::assemble`]: the published members, or the positions still
+    /// open.
+    pub fn try_assemble(
+        &self,
+        processes: usize,
+        threads: usize,
+        peer_timeout: Duration,
+    ) -> Result<std::result::Result<Members, Vec<usize>>> {
+        let mut peers = self.registered(processes)?;
+        let mut joiners = self.joiners()?.into_iter();
+        for slot in peers.iter_mut().filter(|p| p.is_none()) {
+            *slot = joiners.next();
+        }
+        let missing: Vec<usize> = (0..processes).filter(|i| peers[*i].is_none()).collect();
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+        let members = Members {
+            threads,
+            peers: peers.into_iter().flatten().collect(),
+            peer_timeout_ms: peer_timeout.as_millis() as u64,
+        };
+        self.put_json(MEMBERS, &members)?;
+        Ok(Ok(members))
     }
 
     /// Every other process: waits (bounded) for the list process 0 publishes.
@@ -191,6 +232,33 @@ impl Rendezvous {
         self.get_json(MEMBERS, "cluster member list")
     }
 
+    /// The published member list, if there is one yet.
+    pub fn try_members(&self) -> Result<Option<Members>> {
+        if !self.storage.exists(MEMBERS)? {
+            return Ok(None);
+        }
+        self.get_json(MEMBERS, "cluster member list").map(Some)
+    }
+
+    /// Writes process `process`'s heartbeat (a counter, or [`BEAT_DONE`]).
+    pub fn beat(&self, process: usize, beat: &str) -> Result<()> {
+        self.storage
+            .put(&format!("alive/{process}"), beat.as_bytes().to_vec().into())?;
+        Ok(())
+    }
+
+    /// Every process's last heartbeat, by index (`None`: none yet, or unreadable just now).
+    pub fn beats(&self, processes: usize) -> Result<Vec<Option<String>>> {
+        let mut beats = vec![None; processes];
+        for (index, key) in self.by_index("alive/", processes)? {
+            // One beat that cannot be read now is no news, not the end of the look.
+            if let Ok(beat) = self.storage.get(&key) {
+                beats[index] = Some(String::from_utf8_lossy(&beat).into_owned());
+            }
+        }
+        Ok(beats)
+    }
+
     /// Whether the run is over (an output or a failure was published, or the driver gave up).
     pub fn is_finished(&self) -> Result<bool> {
         Ok(self.storage.exists(OUTPUT)?
@@ -205,6 +273,11 @@ impl Rendezvous {
         Ok(())
     }
 
+    /// Why the driver gave the run up, if it did.
+    pub fn abandoned(&self) -> Result<Option<String>> {
+        self.text_if_any(ABANDONED)
+    }
+
     /// Records why the job itself failed (a shard missing or corrupt): an answer for the
     /// histories, unlike a process that died.
     pub fn publish_failure(&self, message: &str) -> Result<()> {
@@ -215,11 +288,15 @@ impl Rendezvous {
 
     /// The job's failure, if one was recorded.
     pub fn failure(&self) -> Result<Option<String>> {
-        if !self.storage.exists(FAILURE)? {
+        self.text_if_any(FAILURE)
+    }
+
+    fn text_if_any(&self, key: &str) -> Result<Option<String>> {
+        if !self.storage.exists(key)? {
             return Ok(None);
         }
         Ok(Some(
-            String::from_utf8_lossy(&self.storage.get(FAILURE)?).into_owned(),
+            String::from_utf8_lossy(&self.storage.get(key)?).into_owned(),
         ))
     }
 
@@ -232,6 +309,15 @@ impl Rendezvous {
     pub fn output(&self) -> Result<JobOutput> {
         self.get_json(OUTPUT, "job output")
     }
+}
+
+/// `0, 2, 5`.
+fn list(indices: &[usize]) -> String {
+    indices
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -247,7 +333,7 @@ mod tests {
         rendezvous.register(2, "127.0.0.1:4002").unwrap();
         let started = Instant::now();
         let err = rendezvous
-            .assemble(3, 2, Duration::from_millis(300))
+            .assemble(3, 2, Duration::from_secs(9), Duration::from_millis(300))
             .unwrap_err()
             .to_string();
         assert!(started.elapsed() >= Duration::from_millis(300));
@@ -257,7 +343,10 @@ mod tests {
         );
         // A joiner takes the open position; a second one is not needed.
         rendezvous.register_joiner("127.0.0.1:4001").unwrap();
-        let members = rendezvous.assemble(3, 2, Duration::from_secs(1)).unwrap();
+        let members = rendezvous
+            .assemble(3, 2, Duration::from_secs(9), Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(members.peer_timeout(), Duration::from_secs(9));
         assert_eq!(members.threads, 2);
         let addresses: Vec<&str> = members.peers.iter().map(|p| p.address.as_str()).collect();
         assert_eq!(

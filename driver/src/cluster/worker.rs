@@ -1,8 +1,8 @@
 //! `facematch worker`: find the run, take a position, connect to the others, run this process's
 //! share of the job, and (process 0) publish the output or the job's failure.
 
-use super::{Members, Pool, PortRange, Rendezvous, read_hostfile, reserve_port};
-use anyhow::{Result, anyhow, bail};
+use super::{Heartbeat, Members, Pool, PortRange, Rendezvous, read_hostfile, reserve_port};
+use anyhow::{Result, bail};
 use facematch_datasets::S3Options;
 use facematch_job::dataflow::JobError;
 use std::sync::Arc;
@@ -56,6 +56,9 @@ pub struct WorkerOptions {
     pub hostfile: Option<std::path::PathBuf>,
     /// The ports this process may listen on.
     pub ports: Option<PortRange>,
+    /// Process 0's peer timeout for the run it assembles ([`super::liveness`]); the others take
+    /// the one the member list carries.
+    pub peer_timeout: Duration,
 }
 
 /// This machine's host name (what `--host auto` advertises; on EC2 it resolves to the private
@@ -114,8 +117,10 @@ fn run_share(options: &WorkerOptions, rendezvous: Rendezvous) -> Result<()> {
         return Ok(());
     };
     tracing::info!(place.process, ?place.addresses, place.threads, "joining the cluster");
-    let connected = exit_unless_connected(options.connect_timeout, place.addresses.join(", "));
     let process = place.process;
+    let heartbeat = Heartbeat::start(&rendezvous, process, place.peer_timeout);
+    exit_when_a_peer_goes(rendezvous.uri());
+    let connected = exit_unless_connected(options.connect_timeout, place.addresses.join(", "));
     let config = cluster_config(place.threads, process, place.addresses);
     drop(place.reserved); // timely binds the port now
     let output = match facematch_job::dataflow::run_job_connected(Arc::new(spec), config, connected)
@@ -129,10 +134,12 @@ fn run_share(options: &WorkerOptions, rendezvous: Rendezvous) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     match (process, output) {
-        (0, Some(output)) => rendezvous.publish_output(&output),
-        (0, None) => Err(anyhow!("process 0 returned no output")),
-        _ => Ok(()),
+        (0, Some(output)) => rendezvous.publish_output(&output)?,
+        (0, None) => bail!("process 0 returned no output"),
+        _ => {}
     }
+    heartbeat.finish();
+    Ok(())
 }
 
 fn check_options(options: &WorkerOptions) -> Result<()> {
@@ -165,6 +172,34 @@ fn cluster_config(
     }
 }
 
+/// A peer that goes away mid-run (it died, or gave the run up first) makes timely panic on every
+/// thread that talks to it, one poisoned queue after another: the process says so in one line and
+/// exits as one that gave the run up (code 2) instead.
+fn exit_when_a_peer_goes(run: &str) {
+    static RUN: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    if let Ok(mut current) = RUN.lock() {
+        *current = run.to_string();
+    }
+    INSTALLED.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or_default();
+            if message.starts_with("timely communication error") {
+                let run = RUN.lock().map(|r| r.clone()).unwrap_or_default();
+                eprintln!("error: giving the run up: a peer of run {run} went away ({message})");
+                std::process::exit(2);
+            }
+            default(info);
+        }));
+    });
+}
+
 /// Everyone registered, but one may still die before connecting, and timely would then wait
 /// forever: the process exits (code 2) unless the returned callback is called within `timeout`.
 fn exit_unless_connected(timeout: Duration, peers: String) -> impl FnOnce() {
@@ -190,6 +225,8 @@ struct Place {
     threads: usize,
     /// This process's port, held until timely binds it.
     reserved: Option<super::command::ReservedPort>,
+    /// How long it may go without a heartbeat: the run's.
+    peer_timeout: Duration,
 }
 
 /// This process's place, from the hostfile or the rendezvous; `None` when a joiner finds every
@@ -212,6 +249,7 @@ fn find_peers(options: &WorkerOptions, rendezvous: &Rendezvous) -> Result<Option
             addresses,
             threads: options.threads,
             reserved: None,
+            peer_timeout: options.peer_timeout,
         }));
     }
     // Bind to learn a free port, then hand it to timely, which binds it again.
@@ -219,11 +257,16 @@ fn find_peers(options: &WorkerOptions, rendezvous: &Rendezvous) -> Result<Option
     let port = reserved.port();
     let address = format!("{}:{port}", options.host);
     let wait = options.connect_timeout * 2;
-    let Members { threads, peers } = match options.position {
+    let members = match options.position {
         Position::Index { process, processes } => {
             rendezvous.register(process, &address)?;
             if process == 0 {
-                rendezvous.assemble(processes, options.threads, options.connect_timeout)?
+                rendezvous.assemble(
+                    processes,
+                    options.threads,
+                    options.peer_timeout,
+                    options.connect_timeout,
+                )?
             } else {
                 rendezvous.members(wait)?
             }
@@ -233,6 +276,8 @@ fn find_peers(options: &WorkerOptions, rendezvous: &Rendezvous) -> Result<Option
             rendezvous.members(wait)?
         }
     };
+    let peer_timeout = members.peer_timeout();
+    let Members { threads, peers, .. } = members;
     let Some(process) = peers.iter().position(|p| p.address == address) else {
         return Ok(None);
     };
@@ -253,5 +298,6 @@ fn find_peers(options: &WorkerOptions, rendezvous: &Rendezvous) -> Result<Option
         addresses: peers.into_iter().map(|p| p.address).collect(),
         threads,
         reserved: Some(reserved),
+        peer_timeout,
     }))
 }

@@ -109,7 +109,12 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 
 impl EmrArgs {
     /// The runner's options; `threads` is the timely threads per process.
-    pub fn options(&self, threads: usize, s3: &S3Options) -> Result<EmrOptions> {
+    pub fn options(
+        &self,
+        threads: usize,
+        peer_timeout: Duration,
+        s3: &S3Options,
+    ) -> Result<EmrOptions> {
         let Some(prefix) = self.emr_prefix.clone() else {
             bail!("--runner emr needs --emr-prefix s3://bucket/prefix (or FACEMATCH_EMR_PREFIX)");
         };
@@ -145,6 +150,7 @@ impl EmrArgs {
             poll: self.emr_poll,
             poll_max: self.emr_poll_max.max(self.emr_poll),
             connect_timeout: Duration::from_secs(300),
+            peer_timeout,
             join_timeout: Duration::from_secs(600),
             keep_alive: self.emr_keep_alive,
             startup: self.emr_startup,
@@ -237,4 +243,55 @@ pub fn exec(cmd: EmrCommand, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::DEFAULT_PEER_TIMEOUT;
+    use crate::runner::emr::request::{Staged, bootstrap_args, cluster_tags};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        emr: EmrArgs,
+    }
+
+    /// The scheduled run's state machine (infra/terraform/schedule.tf) starts clusters without
+    /// the driver, so its bootstrap arguments and tags must be the ones the driver sends. Both
+    /// sides are checked against one file: this test the driver's, emr.tftest.hcl Terraform's.
+    #[test]
+    fn the_terraform_state_machine_starts_the_workers_the_driver_would() {
+        let fixture: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../infra/terraform/tests/driver-request.json"
+        ))
+        .expect("driver-request.json parses");
+        let text = |key: &str| fixture[key].as_str().expect(key).to_string();
+        let prefix = text("prefix");
+        let cli = Cli::parse_from(["facematch", "--emr-prefix", &prefix]);
+        let threads = fixture["threads"].as_u64().expect("threads") as usize;
+        let options = cli
+            .emr
+            .options(threads, DEFAULT_PEER_TIMEOUT, &S3Options::default())
+            .unwrap();
+        let staged = Staged {
+            binary: text("binary_uri"),
+            bootstrap: format!("{prefix}/bin/bootstrap.sh"),
+            rendezvous: format!("{prefix}/runs/run-1"),
+            pools: format!("{prefix}/pools"),
+        };
+        let expected: Vec<String> =
+            serde_json::from_value(fixture["bootstrap_args"].clone()).expect("bootstrap_args");
+        assert_eq!(bootstrap_args(&options, &staged), expected);
+        let mut sent: Vec<serde_json::Value> = cluster_tags(&options)
+            .into_iter()
+            .map(|(key, value)| serde_json::json!({ "Key": key, "Value": value }))
+            .collect();
+        let mut listed = fixture["tags"].as_array().expect("tags").clone();
+        let by_key = |t: &serde_json::Value| t["Key"].as_str().unwrap_or_default().to_string();
+        sent.sort_by_key(by_key);
+        listed.sort_by_key(by_key);
+        assert_eq!(sent, listed, "the tags the driver sends on RunJobFlow");
+    }
 }

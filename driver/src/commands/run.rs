@@ -5,9 +5,11 @@ use super::EXIT_HISTORY_ERROR;
 use super::common::{DatabaseArgs, S3Args, default_workers, parse_dataset};
 use super::emr::EmrArgs;
 use crate::batch::{RunOptions, run_pending};
+use crate::cluster::DEFAULT_PEER_TIMEOUT;
 use crate::output::{print_json, tables};
 use crate::runner::Runner;
 use crate::runner::emr::EmrRunner;
+use crate::runner::hosts::HostsRunner;
 use crate::runner::inline::InlineRunner;
 use crate::runner::processes::ProcessesRunner;
 use crate::store::histories::ClaimScope;
@@ -21,7 +23,8 @@ use std::time::Duration;
 /// How and where a batch runs (`facematch run`, and the run flags of `search` and `schedule`).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Where the dataflow runs: inline, processes:N, processes:NxW or emr.
+    /// Where the dataflow runs: inline, processes:N[xW] (worker processes here), hosts:N[xW]
+    /// (the workers serving --pool on hosts you manage) or emr.
     #[arg(long, default_value = "inline")]
     pub runner: String,
     /// Timely worker threads per process.
@@ -46,6 +49,17 @@ pub struct RunArgs {
     /// portable binary of `make worker-binary`.
     #[arg(long, env = "FACEMATCH_WORKER_BINARY")]
     pub worker_binary: Option<PathBuf>,
+    /// hosts runner: the pool the hosts' `facematch worker --pool … --serve` wait on (a shared
+    /// folder or s3://bucket/prefix).
+    #[arg(long, env = "FACEMATCH_POOL")]
+    pub pool: Option<String>,
+    /// processes and hosts runners: seconds to wait for every worker process to join.
+    #[arg(long, default_value_t = 30)]
+    pub connect_timeout: u64,
+    /// Seconds a worker process may go without a heartbeat before the run is given up (a
+    /// process cut off by the network exits after as long).
+    #[arg(long, default_value_t = DEFAULT_PEER_TIMEOUT.as_secs())]
+    pub peer_timeout: u64,
     /// Run on a cluster even when the planner says this machine alone would finish first.
     #[arg(long)]
     pub force: bool,
@@ -62,6 +76,9 @@ impl RunArgs {
     pub fn options(&self, scope: ClaimScope) -> Result<RunOptions> {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
+        }
+        if self.peer_timeout == 0 || self.connect_timeout == 0 {
+            bail!("--peer-timeout and --connect-timeout must be at least 1 second");
         }
         Ok(RunOptions {
             dataset: parse_dataset(self.dataset.as_deref())?,
@@ -91,13 +108,42 @@ impl RunArgs {
             RunnerKind::Processes(processes, threads) => Box::new(ProcessesRunner {
                 processes,
                 threads: threads.unwrap_or(self.workers).max(1),
-                connect_timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(self.connect_timeout),
+                peer_timeout: self.peer_timeout(),
                 s3,
                 hostfile: self.hostfile,
                 worker_binary: self.worker_binary.clone(),
             }),
-            RunnerKind::Emr => Box::new(EmrRunner::new(self.emr.options(self.workers, &s3)?)?),
+            RunnerKind::Hosts(processes, threads) => {
+                let Some(pool) = self.pool.clone() else {
+                    bail!(
+                        "--runner hosts needs --pool: the folder or s3://bucket/prefix the hosts' \
+                         `facematch worker --pool … --serve` wait on"
+                    );
+                };
+                crate::signals::install();
+                Box::new(HostsRunner {
+                    pool,
+                    processes,
+                    threads: threads.unwrap_or(self.workers).max(1),
+                    connect_timeout: Duration::from_secs(self.connect_timeout),
+                    peer_timeout: self.peer_timeout(),
+                    s3,
+                    cancelled: Box::new(crate::signals::stop_requested),
+                })
+            }
+            RunnerKind::Emr => Box::new(EmrRunner::new(self.emr.options(
+                self.workers,
+                self.peer_timeout(),
+                &s3,
+            )?)?),
         })
+    }
+}
+
+impl RunArgs {
+    fn peer_timeout(&self) -> Duration {
+        Duration::from_secs(self.peer_timeout)
     }
 }
 
@@ -108,6 +154,8 @@ enum RunnerKind {
     Inline,
     /// [`ProcessesRunner`] with this many processes and, if given, threads per process.
     Processes(usize, Option<usize>),
+    /// [`HostsRunner`], likewise.
+    Hosts(usize, Option<usize>),
     /// [`EmrRunner`].
     Emr,
 }
@@ -115,20 +163,27 @@ enum RunnerKind {
 impl FromStr for RunnerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage =
-            || format!("unknown runner {s:?} (available: inline, processes:N, processes:NxW, emr)");
+        let usage = || {
+            format!(
+                "unknown runner {s:?} (available: inline, processes:N, processes:NxW, hosts:N, \
+                 hosts:NxW, emr)"
+            )
+        };
         match s.split_once(':') {
             None if s == "inline" => Ok(RunnerKind::Inline),
             None if s == "emr" => Ok(RunnerKind::Emr),
-            Some(("processes", shape)) => {
+            Some((kind @ ("processes" | "hosts"), shape)) => {
                 let positive = |v: &str| v.parse::<usize>().ok().filter(|n| *n > 0);
-                match shape.split_once('x') {
-                    None => positive(shape).map(|n| RunnerKind::Processes(n, None)),
-                    Some((n, w)) => positive(n)
-                        .zip(positive(w))
-                        .map(|(n, w)| RunnerKind::Processes(n, Some(w))),
-                }
-                .ok_or_else(usage)
+                let shape = match shape.split_once('x') {
+                    None => positive(shape).map(|n| (n, None)),
+                    Some((n, w)) => positive(n).zip(positive(w)).map(|(n, w)| (n, Some(w))),
+                };
+                let (n, w) = shape.ok_or_else(usage)?;
+                Ok(if kind == "hosts" {
+                    RunnerKind::Hosts(n, w)
+                } else {
+                    RunnerKind::Processes(n, w)
+                })
             }
             _ => Err(usage()),
         }
@@ -141,7 +196,11 @@ pub fn exec(args: RunArgs, json: bool) -> Result<ExitCode> {
         if args.runner != "emr" {
             bail!("--emr-dry-run goes with --runner emr");
         }
-        let request = EmrRunner::dry_run(args.emr.options(args.workers, &args.s3.options())?)?;
+        let request = EmrRunner::dry_run(args.emr.options(
+            args.workers,
+            args.peer_timeout(),
+            &args.s3.options(),
+        )?)?;
         print_json(&request)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -172,12 +231,16 @@ mod tests {
             "processes:2x4".parse(),
             Ok(RunnerKind::Processes(2, Some(4)))
         );
+        assert_eq!("hosts:3".parse(), Ok(RunnerKind::Hosts(3, None)));
+        assert_eq!("hosts:3x2".parse(), Ok(RunnerKind::Hosts(3, Some(2))));
         for bad in [
             "processes:0",
             "processes:2x0",
             "processes:",
             "emr:2",
             "processes:x2",
+            "hosts",
+            "hosts:0",
         ] {
             assert!(bad.parse::<RunnerKind>().is_err(), "{bad}");
         }

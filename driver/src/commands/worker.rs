@@ -3,7 +3,8 @@
 
 use super::common::S3Args;
 use crate::cluster::{
-    PortRange, Position, RunSource, WorkerOptions, host_name, run_worker_process,
+    DEFAULT_PEER_TIMEOUT, PortRange, Position, RunSource, WorkerOptions, host_name,
+    run_worker_process,
 };
 use anyhow::{Result, bail};
 use clap::Args;
@@ -49,6 +50,11 @@ pub struct WorkerArgs {
     /// opens); default: any free port.
     #[arg(long)]
     port_range: Option<PortRange>,
+    /// Process 0: seconds a process of the run may go without a heartbeat before the run is
+    /// given up (a process cut off by the network exits after as long without reaching the
+    /// rendezvous).
+    #[arg(long, default_value_t = DEFAULT_PEER_TIMEOUT.as_secs())]
+    peer_timeout: u64,
     #[command(flatten)]
     s3: S3Args,
 }
@@ -67,6 +73,9 @@ pub fn exec(args: WorkerArgs) -> Result<()> {
         (Some(process), Some(processes)) => Position::Index { process, processes },
         _ => Position::Join,
     };
+    if args.peer_timeout == 0 {
+        bail!("--peer-timeout must be at least 1 second");
+    }
     let host = if args.host == "auto" {
         host_name()?
     } else {
@@ -81,5 +90,6 @@ pub fn exec(args: WorkerArgs) -> Result<()> {
         s3: args.s3.options(),
         hostfile: args.hostfile,
         ports: args.port_range,
+        peer_timeout: Duration::from_secs(args.peer_timeout),
     })
 }

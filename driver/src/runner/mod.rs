@@ -3,10 +3,12 @@
 //! it, so the claim and write code never cares where the job ran.
 //!
 //! This module names no runner. Each one lives in its own room — [`inline`] (threads in this
-//! process), [`processes`] (worker processes on this machine), [`emr`] (an AWS EMR cluster) — and
-//! the command line picks one (`commands::run`).
+//! process), [`processes`] (worker processes on this machine), [`hosts`] (worker processes on
+//! machines you manage, waiting on a pool), [`emr`] (an AWS EMR cluster) — and the command line
+//! picks one (`commands::run`).
 
 pub mod emr;
+pub mod hosts;
 pub mod inline;
 pub mod processes;
 

@@ -3,7 +3,7 @@
 //! runs ([`crate::cluster`]): process 0 with its position, the others as pool joiners.
 
 use super::{Capacity, DataFailure, RunContext, Runner, WorkerLost};
-use crate::cluster::{Pool, Rendezvous, WorkerFlags, indexed_args, joiner_args};
+use crate::cluster::{Pool, Rendezvous, Watcher, WorkerFlags, indexed_args, joiner_args};
 use anyhow::{Context, Result};
 use facematch_datasets::S3Options;
 use facematch_job::{JobOutput, JobSpec};
@@ -21,6 +21,8 @@ pub struct ProcessesRunner {
     pub threads: usize,
     /// How long processes wait for each other.
     pub connect_timeout: Duration,
+    /// How long a process may go without a heartbeat (a stopped or hung process ends the run).
+    pub peer_timeout: Duration,
     /// S3 access for the dataset.
     pub s3: S3Options,
     /// Give the processes a hostfile instead of letting them register in the rendezvous.
@@ -74,6 +76,7 @@ impl ProcessesRunner {
             host: LOCALHOST.into(),
             connect_timeout: self.connect_timeout,
             ports: None,
+            peer_timeout: self.peer_timeout,
         };
         match (index, self.hostfile) {
             (_, true) => {
@@ -140,6 +143,10 @@ impl ProcessesRunner {
         children: &mut [(usize, Child)],
         rendezvous: &Rendezvous,
     ) -> Result<JobOutput> {
+        // A process can be alive and stuck (stopped, or waiting on a peer that is): its
+        // heartbeat tells.
+        let mut watcher = Watcher::new();
+        let mut looked = std::time::Instant::now();
         loop {
             let mut running = 0;
             for (index, child) in children.iter_mut() {
@@ -158,6 +165,12 @@ impl ProcessesRunner {
             }
             if running == 0 {
                 return rendezvous.output();
+            }
+            if looked.elapsed() >= Duration::from_millis(250) {
+                looked = std::time::Instant::now();
+                if let Some(lost) = watcher.lost(rendezvous)? {
+                    return Err(WorkerLost(lost).into());
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -371,11 +371,16 @@ run "scheduled_run_definition" {
   }
 
   assert {
-    condition = jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.CreateCluster.Parameters.BootstrapActions[0].ScriptBootstrapAction.Args == [
-      "s3://fm-test/facematch/bin/facematch-abc", "worker", "--pool", "s3://fm-test/facematch/pools/{cluster-id}", "--serve",
-      "--threads", "8", "--host", "auto", "--connect-timeout", "600", "--port-range", "42000-42063",
-    ]
-    error_message = "The bootstrap action's worker arguments."
+    condition     = jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.CreateCluster.Parameters.BootstrapActions[0].ScriptBootstrapAction.Args == jsondecode(file("tests/driver-request.json")).bootstrap_args
+    error_message = "The bootstrap action's worker arguments must be the ones the driver sends (tests/driver-request.json, which the driver's own test checks)."
+  }
+
+  assert {
+    condition = alltrue([
+      for tag in jsondecode(file("tests/driver-request.json")).tags :
+      contains(jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.CreateCluster.Parameters.Tags, tag)
+    ])
+    error_message = "The cluster carries every tag the driver sends (tests/driver-request.json)."
   }
 
   assert {

@@ -79,6 +79,8 @@ pub struct EmrOptions {
     pub poll_max: Duration,
     /// How long process 0 waits for the others once it runs.
     pub connect_timeout: Duration,
+    /// How long a worker process may go without a heartbeat before the run is given up.
+    pub peer_timeout: Duration,
     /// How long a pool worker waits for a run before its loop restarts it.
     pub join_timeout: Duration,
     /// Keep a cluster this run started after a success (for `--cluster-id` runs later).

@@ -109,7 +109,17 @@ fn worker_flags(options: &EmrOptions, connect_timeout: std::time::Duration) -> W
         host: "auto".into(),
         connect_timeout,
         ports: Some(options.port_range),
+        peer_timeout: options.peer_timeout,
     }
+}
+
+/// The tags a cluster is started with: the managed-policy tag EMR's service policy requires, then
+/// the options' own.
+pub fn cluster_tags(options: &EmrOptions) -> Vec<(&str, &str)> {
+    let (key, value) = MANAGED_POLICY_TAG;
+    std::iter::once((key, value))
+        .chain(options.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect()
 }
 
 /// The worker arguments the bootstrap action starts on core and task nodes: a pool worker that
@@ -218,9 +228,7 @@ pub fn run_job_flow(
                 .idle_timeout(options.idle_timeout.as_secs() as i64)
                 .build(),
         );
-    let (key, value) = MANAGED_POLICY_TAG;
-    request = request.tags(Tag::builder().key(key).value(value).build());
-    for (key, value) in &options.tags {
+    for (key, value) in cluster_tags(options) {
         request = request.tags(Tag::builder().key(key).value(value).build());
     }
     request

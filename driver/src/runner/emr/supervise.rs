@@ -1,9 +1,10 @@
 //! Watching a run on EMR until it ends: DescribeCluster and DescribeStep with backoff, the run's
-//! rendezvous for its output, and a limit; whatever happens, the cluster the run started is
+//! rendezvous for its output and its processes' heartbeats (a node cut off from the others
+//! leaves the step running but stuck), and a limit; whatever happens, the cluster the run started is
 //! terminated (success, failure, timeout, Ctrl-C).
 
 use super::Emr;
-use crate::cluster::Rendezvous;
+use crate::cluster::{Rendezvous, Watcher};
 use crate::runner::{DataFailure, RemoteJob, RunContext, WorkerLost};
 use anyhow::Result;
 use aws_sdk_emr::types::{ClusterState, StepState};
@@ -65,9 +66,10 @@ fn watch_until_done(
 ) -> Result<JobOutput> {
     let started = Instant::now();
     let mut interval = watch.poll;
+    let mut watcher = Watcher::new();
     loop {
         let seen = observe(emr, status, context)?;
-        if let Some(outcome) = verdict(status, &seen, rendezvous)? {
+        if let Some(outcome) = verdict(status, &seen, rendezvous, &mut watcher)? {
             return outcome;
         }
         if started.elapsed() >= watch.timeout {
@@ -132,18 +134,26 @@ fn observe(emr: &Emr, status: &mut RemoteJob, context: &dyn RunContext) -> Resul
 }
 
 /// How the run ended, if it has: the rendezvous says first whether the job itself ended (its
-/// output, or the failure of the job on its data); otherwise a step or a cluster that ended
-/// without an output is a lost worker.
+/// output, or the failure of the job on its data); otherwise a process that stopped beating, or
+/// a step or a cluster that ended without an output, is a lost worker.
 fn verdict(
     status: &RemoteJob,
     seen: &Seen,
     rendezvous: &Rendezvous,
+    watcher: &mut Watcher,
 ) -> Result<Option<Result<JobOutput>>> {
     if let Some(failure) = rendezvous.failure()? {
         return Ok(Some(Err(DataFailure(failure).into())));
     }
     if rendezvous.is_finished()? {
         return Ok(Some(rendezvous.output()));
+    }
+    if let Some(lost) = watcher.lost(rendezvous)? {
+        return Ok(Some(Err(WorkerLost(format!(
+            "{lost} (cluster {})",
+            status.cluster_id
+        ))
+        .into())));
     }
     let step_id = status.step_id.as_deref().unwrap_or_default();
     let lost = match seen.step {

@@ -1,0 +1,479 @@
+//! `--runner hosts` on hosts of its own: Linux network namespaces, each with its own address on
+//! a veth link to a bridge, one worker process per namespace (the portable worker binary, as a
+//! host would run it: `facematch worker --pool s3://… --serve --host ADDRESS`), and the driver,
+//! Postgres and the S3 server on the bridge's address in the test's own namespace. Timely's
+//! traffic between the workers and every S3 request cross the links.
+//!
+//! The results must be bit-identical to inline. Then, with the links slowed (a token bucket) so
+//! that a run lasts seconds, one host's link goes down mid-run: no TCP reset reaches anyone, so
+//! only the heartbeats can tell. The run must end within a bounded time with the histories back
+//! to PENDING (attempts + 1) and nothing partial written, every worker process must exit (the
+//! cut-off one because it cannot reach the rendezvous, the others because the driver gave the
+//! run up), and the next run on restarted workers finishes the histories identically.
+//!
+//! Namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN); elsewhere the test says so and
+//! returns. As root, failing to build the network is a failure.
+
+mod common;
+
+use common::{ACCESS_KEY, REGION, SECRET_KEY, TestEnv};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bridge's subnet: the driver is `.1`, worker host `i` is `.11 + i`.
+const SUBNET: &str = "10.213.0";
+/// Worker hosts.
+const HOSTS: usize = 3;
+/// The run's peer timeout, in seconds.
+const PEER_TIMEOUT: u64 = 4;
+
+/// Runs `ip`/`tc` with `args`; panics with its message unless it succeeds.
+fn sh(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e}");
+        });
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Namespaces joined by a bridge in the test's namespace; deleted (and their processes killed)
+/// when dropped.
+struct Network {
+    tag: String,
+    bridge: String,
+    workers: Vec<Option<Child>>,
+}
+
+impl Network {
+    /// The network, or why it cannot exist here (not root).
+    fn create() -> Result<Network, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("network namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)".into());
+        }
+        remove_leftovers();
+        let tag = format!("{:05}", std::process::id() % 100_000);
+        let network = Network {
+            bridge: format!("fmb{tag}"),
+            tag,
+            workers: Vec::new(),
+        };
+        let bridge = network.bridge.as_str();
+        sh("ip", &["link", "add", bridge, "type", "bridge"]);
+        sh(
+            "ip",
+            &["addr", "add", &format!("{SUBNET}.1/24"), "dev", bridge],
+        );
+        sh("ip", &["link", "set", bridge, "up"]);
+        for host in 0..HOSTS {
+            let (ns, outside, inside) = (network.ns(host), network.link(host), network.peer(host));
+            sh("ip", &["netns", "add", &ns]);
+            sh(
+                "ip",
+                &[
+                    "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+                ],
+            );
+            sh("ip", &["link", "set", &inside, "netns", &ns]);
+            sh("ip", &["link", "set", &outside, "master", bridge]);
+            sh("ip", &["link", "set", &outside, "up"]);
+            let address = format!("{}/24", network.address(host));
+            sh("ip", &["-n", &ns, "addr", "add", &address, "dev", &inside]);
+            sh("ip", &["-n", &ns, "link", "set", &inside, "up"]);
+            sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        Ok(network)
+    }
+
+    fn ns(&self, host: usize) -> String {
+        format!("fm{}-{host}", self.tag)
+    }
+
+    /// The host's link, seen from the test's namespace (a port of the bridge).
+    fn link(&self, host: usize) -> String {
+        format!("fmh{}{host}", self.tag)
+    }
+
+    fn peer(&self, host: usize) -> String {
+        format!("fmn{}{host}", self.tag)
+    }
+
+    fn address(&self, host: usize) -> String {
+        format!("{SUBNET}.{}", 11 + host)
+    }
+
+    /// Starts a serving pool worker on every host, logging to `logs/worker-<host>.log`.
+    fn start_workers(&mut self, env: &TestEnv, logs: &Path) {
+        std::fs::create_dir_all(logs).unwrap();
+        let binary = common::portable_worker();
+        self.workers = (0..HOSTS)
+            .map(|host| {
+                let log = std::fs::File::create(logs.join(format!("worker-{host}.log"))).unwrap();
+                // `ip netns exec` execs the worker: the child's pid is the worker's.
+                let child = Command::new("ip")
+                    .args(["netns", "exec", &self.ns(host)])
+                    .arg(&binary)
+                    .args([
+                        "worker",
+                        "--pool",
+                        "s3://faces/pool",
+                        "--serve",
+                        "--threads",
+                        "1",
+                    ])
+                    .args(["--host", &self.address(host), "--port-range", "42000-42063"])
+                    .args(["--connect-timeout", "30"])
+                    .env_clear()
+                    .env("PATH", "/usr/bin:/bin")
+                    .env("AWS_ENDPOINT_URL", &env.s3.endpoint)
+                    .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                    .env("AWS_REGION", REGION)
+                    .env("AWS_EC2_METADATA_DISABLED", "true")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap();
+                Some(child)
+            })
+            .collect();
+    }
+
+    /// Waits up to `limit` for every worker to exit; their exit codes.
+    fn wait_workers(&mut self, limit: Duration) -> Vec<Option<i32>> {
+        let deadline = Instant::now() + limit;
+        let mut codes = vec![None; self.workers.len()];
+        loop {
+            for (host, worker) in self.workers.iter_mut().enumerate() {
+                if let Some(child) = worker
+                    && let Some(status) = child.try_wait().unwrap()
+                {
+                    codes[host] = Some(status.code().unwrap_or(-1));
+                    *worker = None;
+                }
+            }
+            if self.workers.iter().all(Option::is_none) || Instant::now() >= deadline {
+                return codes;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop_workers(&mut self) {
+        for child in self.workers.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.workers.clear();
+    }
+
+    /// Slows the link into every host to `rate` (a token bucket; the kernel here has no netem).
+    fn slow_links(&self, rate: &str) {
+        for host in 0..HOSTS {
+            let link = self.link(host);
+            let tbf = ["rate", rate, "burst", "32kb", "latency", "300ms"];
+            let mut args = vec!["qdisc", "add", "dev", &link, "root", "tbf"];
+            args.extend(tbf);
+            sh("tc", &args);
+        }
+    }
+
+    fn restore_links(&self) {
+        for host in 0..HOSTS {
+            let link = self.link(host);
+            let _ = Command::new("tc")
+                .args(["qdisc", "del", "dev", &link, "root"])
+                .output();
+            sh("ip", &["link", "set", &link, "up"]);
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.stop_workers();
+        for host in 0..HOSTS {
+            // Deleting a namespace deletes the veth pair with it.
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(host)])
+                .output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// Namespaces and bridges an earlier run of this test left behind (killed before its Drop): they
+/// hold the subnet.
+fn remove_leftovers() {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(ns) = line.split_whitespace().next()
+            && ns.starts_with("fm")
+            && ns.contains('-')
+        {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(name) = line.split(": ").nth(1)
+            && name.starts_with("fmb")
+        {
+            let _ = Command::new("ip").args(["link", "del", name]).output();
+        }
+    }
+}
+
+/// `--json run` on the hosts serving the pool (`--force`: the planner rightly says this machine
+/// alone would be done before a cluster of any kind has started).
+fn hosts_run(env: &TestEnv) -> Command {
+    let peer_timeout = PEER_TIMEOUT.to_string();
+    let mut cmd = env.command(&[
+        "--json",
+        "run",
+        "--dataset",
+        "net",
+        "--runner",
+        "hosts:3",
+        "-w",
+        "1",
+        "--pool",
+        "s3://faces/pool",
+        "--force",
+        "--connect-timeout",
+        "60",
+        "--peer-timeout",
+    ]);
+    cmd.arg(peer_timeout);
+    cmd
+}
+
+fn summary(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The runs under the pool, as folders of the S3 server's bucket.
+fn runs(bucket: &Path) -> Vec<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(bucket.join("pool/runs"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    runs.sort();
+    runs
+}
+
+fn log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn hosts_in_their_own_network_namespaces_match_inline_and_survive_a_partition() {
+    let mut network = match Network::create() {
+        Ok(network) => network,
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let env = TestEnv::with_s3(common::S3Server::start_on(&format!("{SUBNET}.1")));
+    let bucket = env.s3.root().join(common::BUCKET);
+    // 30,000 faces in 6 shards: two per host.
+    env.ok(&[
+        "dataset",
+        "synth",
+        "--name",
+        "net",
+        "--identities",
+        "3000",
+        "--per-identity",
+        "10",
+        "--dim",
+        "48",
+        "--shards",
+        "6",
+        "--seed",
+        "11",
+    ]);
+    let faces: Vec<i64> = (0..8).map(|i| 1 + i * 3701).collect();
+    let inline_ids = env.insert_histories(&faces);
+    env.ok(&["run", "--dataset", "net", "--runner", "inline", "-w", "1"]);
+    let expected = env.history_items(&inline_ids);
+    assert!(expected.iter().all(|h| !h.is_empty()));
+
+    // 1. Three hosts, bit-identical to inline.
+    let logs = env.path("logs");
+    network.start_workers(&env, &logs);
+    let ids = env.insert_histories(&faces);
+    let out = hosts_run(&env).output().unwrap();
+    let first = summary(&out);
+    assert!(
+        out.status.success(),
+        "{first}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(first["finished"], 8, "{first}");
+    assert_eq!(first["faces_scanned"], 30_000, "every face once: {first}");
+    assert_eq!(
+        env.history_items(&ids),
+        expected,
+        "hosts:3 gives the inline results"
+    );
+    let run = runs(&bucket).pop().expect("the run's rendezvous");
+    let members: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("cluster.json")).unwrap()).unwrap();
+    let mut addresses: Vec<String> = members["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["address"]
+                .as_str()
+                .unwrap()
+                .rsplit_once(':')
+                .unwrap()
+                .0
+                .to_string()
+        })
+        .collect();
+    addresses.sort();
+    let hosts: Vec<String> = (0..HOSTS).map(|h| network.address(h)).collect();
+    assert_eq!(
+        addresses, hosts,
+        "one process per host, none on the driver's address"
+    );
+    let label: String = env
+        .db
+        .client()
+        .query_one("SELECT runner FROM job_runs ORDER BY id DESC LIMIT 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(label, "hosts:3x1");
+
+    // 2. The same questions again, over slow links, and host 1 cut off mid-run.
+    network.slow_links("4mbit");
+    let ids = env.insert_histories(&faces);
+    let before = runs(&bucket).len();
+    let driver = hosts_run(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        // Every process beating: timely is running.
+        if let Some(run) = runs(&bucket).get(before)
+            && (0..HOSTS).all(|i| run.join(format!("alive/{i}")).exists())
+        {
+            break run.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never started on the hosts"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !run.join("output.json").exists(),
+        "the run finished before the partition: slow the links further"
+    );
+    // Process 1 is the second address in joiner order (10.213.0.12).
+    let cut = 1;
+    sh("ip", &["link", "set", &network.link(cut), "down"]);
+    let partitioned = Instant::now();
+
+    let out = driver.wait_with_output().unwrap();
+    let ended = partitioned.elapsed();
+    let second = summary(&out);
+    assert_eq!(out.status.code(), Some(3), "{second}");
+    let error = second["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("worker process 1 of 3 ({}:", network.address(cut)))
+            && error.contains("stopped answering"),
+        "{second}"
+    );
+    // The peer timeout, then a few polls.
+    assert!(
+        ended < Duration::from_secs(PEER_TIMEOUT + 10),
+        "bounded: {ended:?}"
+    );
+    assert!(
+        env.history_states(&ids)
+            .iter()
+            .all(|s| *s == ("PENDING".to_string(), 1, 0, false)),
+        "back to PENDING, attempts + 1, no items: {:?}",
+        env.history_states(&ids)
+    );
+    assert!(
+        run.join("abandoned.txt").exists(),
+        "the run is marked given up"
+    );
+    assert!(!run.join("output.json").exists());
+
+    // No worker is left behind: the cut-off one cannot reach the rendezvous, the others were
+    // told the run is given up.
+    let codes = network.wait_workers(Duration::from_secs(PEER_TIMEOUT + 10));
+    let exited = partitioned.elapsed();
+    let logs_text = (0..HOSTS)
+        .map(|h| {
+            format!(
+                "worker {h}:\n{}",
+                log(&logs.join(format!("worker-{h}.log")))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        codes,
+        vec![Some(2); HOSTS],
+        "every worker exits (code 2), in {exited:?}\n{logs_text}"
+    );
+    println!(
+        "partition: the driver ended the run after {ended:.1?}, every worker had exited after {exited:.1?}"
+    );
+    let cut_log = log(&logs.join(format!("worker-{cut}.log")));
+    assert!(cut_log.contains("this host is cut off"), "{cut_log}");
+    // The others: told by the driver, or (whichever comes first) by the connection of a peer
+    // that has just exited.
+    for host in [0, 2] {
+        let text = log(&logs.join(format!("worker-{host}.log")));
+        assert!(
+            text.contains("the driver gave run") || text.contains("went away"),
+            "worker {host}: {text}"
+        );
+    }
+
+    // 3. The link back, fresh workers (a host's supervisor restarts them): the next run
+    // finishes the same histories, identically.
+    network.restore_links();
+    network.start_workers(&env, &env.path("logs-after"));
+    let out = hosts_run(&env).output().unwrap();
+    let third = summary(&out);
+    assert!(out.status.success(), "{third}");
+    assert_eq!(third["finished"], 8, "{third}");
+    assert_eq!(env.history_items(&ids), expected);
+    assert!(
+        env.history_states(&ids)
+            .iter()
+            .all(|s| s.0 == "FINISHED" && s.1 == 2)
+    );
+}
