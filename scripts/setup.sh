@@ -14,6 +14,8 @@ command -v objdump >/dev/null || missing+=(binutils)
 # Debian's own (v2, as on EMR nodes), not whatever `aws` a PATH finds first.
 [ -x /usr/bin/aws ] || missing+=(awscli)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+# openssl: the TLS test makes its CA and server certificate with it.
+command -v openssl >/dev/null || missing+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The face pipeline: dlib and OpenBLAS to link dlib-face-recognition, libjpeg-turbo for JPEG.
 missing+=(libdlib-dev libopenblas-dev libturbojpeg0-dev)

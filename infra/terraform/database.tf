@@ -55,10 +55,14 @@ resource "aws_db_parameter_group" "main" {
     name  = "log_min_duration_statement"
     value = "1000"
   }
+  # Biometric data never crosses the network in clear text: the server refuses non-TLS clients.
+  parameter {
+    name  = "rds.force_ssl"
+    value = "1"
+  }
 }
 
 resource "aws_db_instance" "main" {
-  #checkov:skip=CKV2_AWS_69:facematch's PostgreSQL client connects without TLS today; the database is reachable only from the cluster's and the driver's groups inside private subnets (set rds.force_ssl once the client speaks TLS)
   #checkov:skip=CKV_AWS_118:enhanced monitoring needs a monitoring role and costs per instance; Performance Insights covers query load
   identifier                          = local.name
   engine                              = "postgres"

@@ -20,14 +20,19 @@ locals {
   # The user goes into the URL, so percent-encoded; the password verbatim, as the secret holds it.
   read_user     = "python3 -c 'import json,sys,urllib.parse; sys.stdout.write(urllib.parse.quote(json.load(sys.stdin)[\"username\"], safe=\"\"))'"
   read_password = "python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)[\"password\"])'"
+  # The server forces TLS (rds.force_ssl); the run checks its certificate against the RDS CA bundle
+  # and its name (sslmode=verify-full).
+  fetch_ca_bundle = startswith(var.db_ca_bundle_url, "s3://") ? "aws s3 cp --quiet '${var.db_ca_bundle_url}' \"$ca\"" : "curl -fsS --retry 3 -o \"$ca\" '${var.db_ca_bundle_url}'"
   batch_script = join("\n", [
     "set -euo pipefail",
+    "ca=$(mktemp)",
+    local.fetch_ca_bundle,
     "secret=$(aws secretsmanager get-secret-value --secret-id '${aws_db_instance.main.master_user_secret[0].secret_arn}' --query SecretString --output text)",
     "user=$(printf %s \"$secret\" | ${local.read_user})",
     "PGPASSWORD=$(printf %s \"$secret\" | ${local.read_password})",
     "export PGPASSWORD",
     "unset secret",
-    "export DATABASE_URL=\"postgres://$user@${aws_db_instance.main.address}:5432/facematch\"",
+    "export DATABASE_URL=\"postgres://$user@${aws_db_instance.main.address}:5432/facematch?sslmode=verify-full&sslrootcert=$ca\"",
     "cluster=$(python3 -c 'import json; print(json.load(open(\"/mnt/var/lib/info/job-flow.json\"))[\"jobFlowId\"])')",
     join(" ", [
       "exec /usr/local/bin/facematch run --runner emr --cluster-id \"$cluster\" --emr-prefix '${local.prefix_uri}'",

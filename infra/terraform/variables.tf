@@ -127,6 +127,16 @@ variable "db_backup_retention_days" {
   default     = 7
 }
 
+variable "db_ca_bundle_url" {
+  description = "Where the scheduled run fetches the CA bundle it verifies the database's certificate with (sslmode=verify-full): an https:// URL (default: AWS's global RDS bundle, reached through the NAT gateway) or an s3:// URI of a copy in the project's bucket (the nodes' role can read it)."
+  type        = string
+  default     = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+  validation {
+    condition     = startswith(var.db_ca_bundle_url, "https://") || startswith(var.db_ca_bundle_url, "s3://")
+    error_message = "db_ca_bundle_url must be an https:// URL or an s3:// URI."
+  }
+}
+
 variable "schedule_expression" {
   description = "When the scheduled batch runs (EventBridge Scheduler expression), e.g. rate(1 hour) or cron(0 2 * * ? *)."
   type        = string

@@ -119,7 +119,7 @@ pub fn run_pending(
     runner: &dyn Runner,
     options: &RunOptions,
 ) -> Result<RunSummary> {
-    let mut client = crate::store::connect_migrated(database_url)?;
+    let mut client = crate::store::connect_checked(database_url, crate::store::Access::Write)?;
     let mut summary = RunSummary {
         runner: runner.label(),
         ..RunSummary::default()

@@ -69,7 +69,7 @@ pub fn run_window(
         std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
         std::process::id()
     );
-    let mut client = crate::store::connect_migrated(database_url)?;
+    let mut client = crate::store::connect_checked(database_url, crate::store::Access::Write)?;
     let report = |ran, run| WindowReport {
         window: window.key.clone(),
         ran,

@@ -7,11 +7,25 @@ use clap::Args;
 use facematch_datasets::{DatasetRef, S3Options};
 
 /// Where the database is.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DatabaseArgs {
-    /// Postgres URL. Default: the local server of `facematch db start`.
+    /// Postgres URL or key=value string, with `sslmode` (disable, prefer, require, verify-ca,
+    /// verify-full) and `sslrootcert` as libpq's; a password may come from PGPASSWORD. Default:
+    /// the local server of `facematch db start`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+}
+
+/// Redacted: a debug print of the arguments must not show a password.
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(crate::store::redact),
+            )
+            .finish()
+    }
 }
 
 impl DatabaseArgs {
@@ -25,9 +39,14 @@ impl DatabaseArgs {
         })
     }
 
-    /// A connection with the schema brought up to date.
-    pub fn client(&self) -> Result<postgres::Client> {
-        crate::store::connect_migrated(&self.url()?)
+    /// A connection for a command that only reads (the schema checked, never changed).
+    pub fn reader(&self) -> Result<postgres::Client> {
+        crate::store::connect_checked(&self.url()?, crate::store::Access::Read)
+    }
+
+    /// A connection for a command that writes (the schema checked, never changed).
+    pub fn writer(&self) -> Result<postgres::Client> {
+        crate::store::connect_checked(&self.url()?, crate::store::Access::Write)
     }
 }
 

@@ -140,7 +140,7 @@ pub fn exec(cmd: DatasetCommand, json: bool) -> Result<ExitCode> {
         DatasetCommand::Import(args) => import(args, json)?,
         DatasetCommand::Export(args) => export(args)?,
         DatasetCommand::List { db } => {
-            let rows = datasets::list(&mut db.client()?)?;
+            let rows = datasets::list(&mut db.reader()?)?;
             if json {
                 print_json(&rows.iter().map(dataset_json).collect::<Vec<_>>())?;
             } else {
@@ -225,7 +225,7 @@ fn import(args: ImportArgs, json: bool) -> Result<()> {
 fn export(args: ExportArgs) -> Result<()> {
     let format: ExportFormat = args.format.parse()?;
     let dataset = parse_dataset(args.dataset.as_deref())?;
-    let row = datasets::resolve(&mut args.db.client()?, dataset.as_ref())?;
+    let row = datasets::resolve(&mut args.db.reader()?, dataset.as_ref())?;
     let (storage, manifest) = row.load_manifest(&args.s3.options())?;
     let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
@@ -256,7 +256,7 @@ fn export(args: ExportArgs) -> Result<()> {
 
 fn show(dataset: Option<&str>, db: &DatabaseArgs, s3: &S3Args, json: bool) -> Result<()> {
     let dataset = parse_dataset(dataset)?;
-    let row = datasets::resolve(&mut db.client()?, dataset.as_ref())?;
+    let row = datasets::resolve(&mut db.reader()?, dataset.as_ref())?;
     let (_, manifest) = row.load_manifest(&s3.options())?;
     if json {
         return print_json(
@@ -303,7 +303,7 @@ fn write_dataset(
     json: bool,
 ) -> Result<()> {
     let storage = Storage::open(&write.root.dataset_root, &write.s3.options())?;
-    let mut client = write.db.client()?;
+    let mut client = write.db.writer()?;
     let new = NewDataset {
         storage: &storage,
         name: &write.name,

@@ -45,8 +45,10 @@ pub fn exec(cmd: DbCommand) -> Result<()> {
         }
         DbCommand::Stop { dir } => server(dir).stop()?,
         DbCommand::Migrate { db } => {
-            let applied = store::migrate(&mut store::connect(&db.url()?)?)?;
-            println!("schema up to date ({applied} migration(s) applied)");
+            let mut client = store::connect(&db.url()?)?;
+            let applied = store::migrate(&mut client)?;
+            let version = store::applied_schema(&mut client)?;
+            println!("schema at V{version} ({applied} migration(s) applied now)");
         }
     }
     Ok(())

@@ -207,7 +207,7 @@ mod enabled {
             s3: &args.s3.options(),
             prefer_dataset: None,
         };
-        let added = add_faces(&mut args.db.client()?, &request, || args.face.encoder())?;
+        let added = add_faces(&mut args.db.writer()?, &request, || args.face.encoder())?;
         if json {
             print_json(&added)?;
         } else {

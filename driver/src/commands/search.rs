@@ -23,7 +23,7 @@ pub struct SearchArgs {
 pub fn exec(args: SearchArgs, json: bool) -> Result<ExitCode> {
     args.query.check("search")?;
     let url = args.run.db.url()?;
-    let mut client = crate::store::connect_migrated(&url)?;
+    let mut client = crate::store::connect_checked(&url, crate::store::Access::Write)?;
     let face = args
         .query
         .face_id(&mut client, &args.run.s3, args.run.dataset.as_deref())?;

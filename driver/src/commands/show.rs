@@ -17,7 +17,7 @@ pub struct ShowArgs {
 
 /// Prints the history.
 pub fn exec(args: ShowArgs, json: bool) -> Result<()> {
-    let view = histories::load(&mut args.db.client()?, args.id)?;
+    let view = histories::load(&mut args.db.reader()?, args.id)?;
     if json {
         print_json(&view)
     } else {

@@ -21,7 +21,7 @@ pub struct StatsArgs {
 /// Prints the figures.
 pub fn exec(args: StatsArgs, json: bool) -> Result<()> {
     let dataset = parse_dataset(args.dataset.as_deref())?;
-    let mut client = args.db.client()?;
+    let mut client = args.db.reader()?;
     let row = datasets::resolve(&mut client, dataset.as_ref())?;
     let figures = stats::collect(&mut client, &row, &args.s3.options())?;
     if json {

@@ -96,7 +96,7 @@ pub struct SubmitArgs {
 /// Inserts the history and prints its id.
 pub fn exec(args: SubmitArgs, json: bool) -> Result<()> {
     args.query.check("submit")?;
-    let mut client = args.db.client()?;
+    let mut client = args.db.writer()?;
     let face = args.query.face_id(&mut client, &args.s3, None)?;
     let id = histories::submit(&mut client, &args.query.submission(face))?;
     if json {

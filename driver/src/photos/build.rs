@@ -135,7 +135,7 @@ pub fn build_dataset(url: &str, request: &BuildRequest) -> Result<BuildReport> {
             photos_storage.root_uri()
         );
     }
-    let mut client = crate::store::connect_migrated(url)?;
+    let mut client = crate::store::connect_checked(url, crate::store::Access::Write)?;
     let build_id = builds::start(
         &mut client,
         &request.name,

@@ -394,10 +394,20 @@ run "scheduled_run_definition" {
   assert {
     condition = (
       strcontains(jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.RunBatch.Parameters.Step.HadoopJarStep.Args[2], "\nexport PGPASSWORD\n") &&
-      strcontains(jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.RunBatch.Parameters.Step.HadoopJarStep.Args[2], "export DATABASE_URL=\"postgres://$user@db.example.internal:5432/facematch\"\n") &&
+      strcontains(jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.RunBatch.Parameters.Step.HadoopJarStep.Args[2], "export DATABASE_URL=\"postgres://$user@db.example.internal:5432/facematch?sslmode=verify-full&sslrootcert=$ca\"\n") &&
       !can(regex("postgres://[^@\"]*:[^@\"]*@", jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.RunBatch.Parameters.Step.HadoopJarStep.Args[2]))
     )
-    error_message = "The batch script passes the password in PGPASSWORD and builds DATABASE_URL as postgres://USER@HOST:5432/facematch."
+    error_message = "The batch script passes the password in PGPASSWORD and builds DATABASE_URL as postgres://USER@HOST:5432/facematch, verifying the server's certificate (sslmode=verify-full)."
+  }
+
+  assert {
+    condition     = strcontains(jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.RunBatch.Parameters.Step.HadoopJarStep.Args[2], "\nca=$(mktemp)\ncurl -fsS --retry 3 -o \"$ca\" 'https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem'\n")
+    error_message = "The batch script fetches the RDS CA bundle it verifies the database with."
+  }
+
+  assert {
+    condition     = contains([for p in aws_db_parameter_group.main.parameter : "${p.name}=${p.value}"], "rds.force_ssl=1")
+    error_message = "The database refuses clients without TLS (rds.force_ssl = 1)."
   }
 
   assert {
@@ -429,6 +439,29 @@ run "batch_timeout_drives_the_batch" {
     )
     error_message = "batch_timeout_seconds reaches --emr-timeout; run_timeout_seconds = batch + 1800 is accepted."
   }
+}
+
+run "ca_bundle_from_s3" {
+  command = plan
+
+  variables {
+    db_ca_bundle_url = "s3://fm-test/certs/rds-global-bundle.pem"
+  }
+
+  assert {
+    condition     = strcontains(jsondecode(aws_sfn_state_machine.scheduled_run.definition).States.RunBatch.Parameters.Step.HadoopJarStep.Args[2], "\nca=$(mktemp)\naws s3 cp --quiet 's3://fm-test/certs/rds-global-bundle.pem' \"$ca\"\n")
+    error_message = "An s3:// CA bundle is copied with the AWS CLI."
+  }
+}
+
+run "ca_bundle_url_must_be_https_or_s3" {
+  command = plan
+
+  variables {
+    db_ca_bundle_url = "http://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+  }
+
+  expect_failures = [var.db_ca_bundle_url]
 }
 
 run "run_timeout_below_batch_plus_startup" {
