@@ -152,6 +152,17 @@ impl TlsServer {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // The server runs as postgres and must read its key.
+            let out = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("server.pem"))
+                .arg(data.join("server.key"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "chown: {}", text(&out));
+        }
         let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
         conf.push_str("\nssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n");
         std::fs::write(data.join("postgresql.conf"), conf).unwrap();
@@ -522,4 +533,57 @@ fn only_db_migrate_changes_the_schema() {
              DROP ROLE {reader};"
         ))
         .unwrap();
+}
+
+#[test]
+fn db_start_takes_any_folder_name_and_touches_nothing_it_does_not_own() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Spaces, a quote and a command substitution: one folder name, never shell syntax.
+    let odd = dir.path().join("a b'c $(touch pwned)");
+    let out = facematch()
+        .args(["db", "start", "--dir"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let listed = facematch()
+        .args(["dataset", "list"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", text(&listed));
+    let stopped = facematch()
+        .args(["db", "stop", "--dir"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(!dir.path().join("pwned").exists() && !Path::new("pwned").exists());
+
+    // A folder holding something else is not taken over (as root it would have been chowned).
+    let other = dir.path().join("photos");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("holiday.jpg"), b"not a database").unwrap();
+    let out = facematch()
+        .args(["db", "start", "--dir"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("is not empty and holds no facematch database server"),
+        "{}",
+        text(&out)
+    );
+    let owner = std::fs::metadata(other.join("holiday.jpg")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(owner.uid(), unsafe { libc::geteuid() }, "left as it was");
+    assert_eq!(
+        std::fs::read(other.join("holiday.jpg")).unwrap(),
+        b"not a database"
+    );
 }

@@ -7,7 +7,6 @@
 mod common;
 
 use common::TestEnv;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Submits one batch of varied histories and returns their ids.
@@ -237,45 +236,6 @@ fn the_portable_worker_binary_gives_the_inline_results() {
 
 /// Waits for the run folder under `tmp` in which every one of `processes` has registered, and
 /// returns their pids in process order.
-fn registered_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i32> {
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the worker processes never registered"
-        );
-        let runs: Vec<_> = std::fs::read_dir(tmp)
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("facematch-run-")
-            })
-            .collect();
-        // Process 0 publishes the member list (address and pid, in process order) once every
-        // process has registered.
-        if let Some(run) = runs.first() {
-            let members = std::fs::read(run.path().join("run/cluster.json")).unwrap_or_default();
-            if let Ok(members) = serde_json::from_slice::<serde_json::Value>(&members) {
-                let peers = members["peers"].as_array().cloned().unwrap_or_default();
-                let pids: Vec<i32> = peers
-                    .iter()
-                    .filter_map(|m| m["pid"].as_i64())
-                    .map(|p| p as i32)
-                    .collect();
-                assert_eq!(pids.len(), processes, "{members:?}");
-                return pids;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
 #[test]
 fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them() {
     let env = TestEnv::new();
@@ -327,7 +287,7 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pids = registered_workers(&tmp, 2, started + Duration::from_secs(60));
+    let pids = common::local_workers(&tmp, 2, started + Duration::from_secs(60));
     // SAFETY: kill(2) on a pid this test's child spawned.
     assert_eq!(unsafe { libc::kill(pids[1], libc::SIGKILL) }, 0);
     let out = run.wait_with_output().unwrap();
@@ -340,7 +300,7 @@ fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them
     );
     assert!(elapsed < Duration::from_secs(60), "no hang: {elapsed:?}");
     assert!(
-        !alive(pids[0]) && !alive(pids[1]),
+        !common::alive(pids[0]) && !common::alive(pids[1]),
         "no worker is left behind"
     );
 

@@ -65,6 +65,19 @@ impl Manifest {
         if manifest.dim == 0 {
             return Err(fail("dim must be at least 1".into()));
         }
+        // A shard lives beside its manifest: an absolute path or one climbing out would make a
+        // manifest a way to read any file.
+        if let Some(bad) = manifest.shards.iter().find(|s| {
+            s.path.is_empty()
+                || s.path.starts_with('/')
+                || s.path.contains('\\')
+                || s.path.split('/').any(|c| c == "..")
+        }) {
+            return Err(fail(format!(
+                "shard path {:?} must be relative to the dataset root, without `..`",
+                bad.path
+            )));
+        }
         let rows: u64 = manifest.shards.iter().map(|s| s.rows).sum();
         if rows != manifest.count {
             return Err(fail(format!(
@@ -161,5 +174,27 @@ mod tests {
         assert_eq!("faces".parse::<DatasetRef>().unwrap().version, None);
         assert!("faces@vx".parse::<DatasetRef>().is_err());
         assert!("../etc".parse::<DatasetRef>().is_err());
+    }
+
+    #[test]
+    fn a_shard_path_outside_the_root_is_refused() {
+        let manifest = |path: &str| {
+            serde_json::json!({
+                "format_version": FORMAT_VERSION, "name": "x", "version": 1, "dim": 2,
+                "embedder": "e", "count": 1, "created_at": "2026-12-01T00:00:00Z",
+                "shards": [{ "path": path, "rows": 1, "bytes": 1, "sha256": "00" }]
+            })
+            .to_string()
+        };
+        assert!(Manifest::parse("m", manifest("x/v1/shard-00000.parquet").as_bytes()).is_ok());
+        for bad in ["/etc/passwd", "x/../../etc/passwd", "..", "", "x\\..\\y"] {
+            let err = Manifest::parse("s3://b/x/v1/manifest.json", manifest(bad).as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("s3://b/x/v1/manifest.json") && err.contains("must be relative"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

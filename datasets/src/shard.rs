@@ -153,7 +153,7 @@ impl ShardReader {
     pub fn fetch(storage: &Storage, info: &ShardInfo, dim: usize) -> Result<ShardReader> {
         ShardReader::open(
             &storage.uri_of(&info.path),
-            storage.get(&info.path)?,
+            storage.get_immutable(&info.path)?,
             info,
             dim,
         )

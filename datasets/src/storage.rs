@@ -124,7 +124,8 @@ impl Storage {
     }
 
     fn local_path(root: &Path, key: &str) -> Result<PathBuf> {
-        if key.split('/').any(|c| c == "..") {
+        // An absolute key would be joined as is (`root.join("/etc/x")` is `/etc/x`).
+        if key.starts_with('/') || key.split('/').any(|c| c == "..") {
             return Err(DatasetError::Invalid(format!(
                 "key {key:?} escapes the root"
             )));
@@ -147,8 +148,19 @@ impl Storage {
         }
     }
 
-    /// Reads a whole object.
+    /// Reads a whole object into memory (a user's photo may change while it is read).
     pub fn get(&self, key: &str) -> Result<Bytes> {
+        match &self.backend {
+            Backend::Local(root) => std::fs::read(Self::local_path(root, key)?)
+                .map(Bytes::from)
+                .map_err(|e| self.fail(key, e)),
+            Backend::S3 { .. } => self.get_immutable(key),
+        }
+    }
+
+    /// Reads a whole object that nobody changes in place — a dataset version's shard —
+    /// mapping a local file instead of copying it.
+    pub fn get_immutable(&self, key: &str) -> Result<Bytes> {
         match &self.backend {
             Backend::Local(root) => {
                 map_file(&Self::local_path(root, key)?).map_err(|e| self.fail(key, e))
@@ -374,10 +386,11 @@ fn map_file(path: &std::path::Path) -> std::io::Result<Bytes> {
     if file.metadata()?.len() == 0 {
         return Ok(Bytes::new()); // an empty mapping is an error on Linux
     }
-    // SAFETY: facematch never changes a file in place: `put` writes a new file and renames it
-    // over the old one, and a version's files are immutable, so the mapped bytes do not change
-    // while they are read (an unlinked file stays mapped). Only an outside process truncating
-    // the file could break that.
+    // SAFETY: only a dataset version's files are mapped (`get_immutable`), and facematch never
+    // changes a file in place: `put` writes a new file and renames it over the old one, and a
+    // version's files are immutable, so the mapped bytes do not change while they are read (an
+    // unlinked file stays mapped). Only an outside process truncating the file could break
+    // that; files facematch does not own (photos) are read, never mapped.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     Ok(Bytes::from_owner(map))
 }

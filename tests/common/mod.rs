@@ -12,6 +12,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 pub const ACCESS_KEY: &str = "facematch-test";
 pub const SECRET_KEY: &str = "facematch-test-secret";
@@ -385,4 +386,46 @@ impl TestEnv {
     pub fn path(&self, name: &str) -> PathBuf {
         self.scratch.path().join(name)
     }
+}
+
+/// The pids of the `processes` worker processes a processes-runner run with `TMPDIR=tmp` started,
+/// in process order, once process 0 has published them.
+pub fn local_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i32> {
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the worker processes never registered"
+        );
+        let runs: Vec<_> = std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("facematch-run-")
+            })
+            .collect();
+        // Process 0 publishes the member list (address and pid, in process order) once every
+        // process has registered.
+        if let Some(run) = runs.first() {
+            let members = std::fs::read(run.path().join("run/cluster.json")).unwrap_or_default();
+            if let Ok(members) = serde_json::from_slice::<serde_json::Value>(&members) {
+                let peers = members["peers"].as_array().cloned().unwrap_or_default();
+                let pids: Vec<i32> = peers
+                    .iter()
+                    .filter_map(|m| m["pid"].as_i64())
+                    .map(|p| p as i32)
+                    .collect();
+                assert_eq!(pids.len(), processes, "{members:?}");
+                return pids;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
 }

@@ -1,7 +1,7 @@
 //! One batch run, step by step: requeue the histories of dead runs, pin a dataset version, plan
-//! (and maybe refuse) the run, claim PENDING histories, execute the dataflow on a [`Runner`]
-//! while a heartbeat keeps the claim alive, write the results (or errors) back, and record the
-//! run in `job_runs`. [`planner`] estimates a run; [`schedule`] runs batches on a period.
+//! (and maybe refuse) the run, claim PENDING histories, execute the dataflow on a [`Runner`] and
+//! write the results (or errors) back while a heartbeat keeps the claim alive — until the last
+//! commit, so a long write cannot outlive the lease — and record the run in `job_runs`. [`planner`] estimates a run; [`schedule`] runs batches on a period.
 //!
 //! This is the only code that moves histories through their states during a run, and it does
 //! so only through [`crate::store::histories`]; it never knows which runner executed the job
@@ -93,6 +93,9 @@ pub struct RunSummary {
     pub requeued: u64,
     /// Histories of this run put back to PENDING because a worker process was lost.
     pub requeued_after_failure: u64,
+    /// Histories taken from this run before their results were written (its lease had expired,
+    /// e.g. the driver was paused): their results were dropped, and another run answers them.
+    pub lost: u64,
     /// Faces read.
     pub faces_scanned: u64,
     /// (history, face) pairs scored.
@@ -148,14 +151,18 @@ pub fn run_pending(
             manifest,
             queries: claim.queries,
         });
-        let scan_started = Instant::now();
-        let (outcome, warnings) =
-            execute(database_url, runner, run_id, options.lease, spec.clone());
-        summary.warnings = warnings;
-        summary.scan_ms = scan_started.elapsed().as_millis() as u64;
-        let write_started = Instant::now();
-        write_back(&mut client, run_id, options, &spec, outcome, &mut summary)?;
-        summary.write_ms = write_started.elapsed().as_millis() as u64;
+        // The heartbeat covers the write too: the lease must outlive the last commit.
+        with_heartbeat(database_url, run_id, options.lease, || -> Result<()> {
+            let scan_started = Instant::now();
+            let (outcome, warnings) = execute(database_url, runner, run_id, spec.clone());
+            summary.warnings = warnings;
+            summary.scan_ms = scan_started.elapsed().as_millis() as u64;
+            fault_point_before_write();
+            let write_started = Instant::now();
+            write_back(&mut client, run_id, options, &spec, outcome, &mut summary)?;
+            summary.write_ms = write_started.elapsed().as_millis() as u64;
+            Ok(())
+        })?;
     }
     record_run(&mut client, run_id, &summary)?;
     Ok(summary)
@@ -241,20 +248,37 @@ fn claim(
     Ok(claim)
 }
 
-/// Runs the job on `runner` while a heartbeat keeps the run's lease alive; returns its outcome
-/// and what the runner warned about.
+/// Runs the job on `runner`; returns its outcome and what the runner warned about.
 fn execute(
     database_url: &str,
     runner: &dyn Runner,
     run_id: i64,
-    lease: Duration,
     spec: Arc<JobSpec>,
 ) -> (Result<JobOutput>, Vec<String>) {
     let context = JobRunRecorder::new(database_url, run_id);
-    let outcome = with_heartbeat(database_url, run_id, lease, || {
-        runner.execute(spec, &context)
-    });
+    let outcome = runner.execute(spec, &context);
     (outcome, context.warnings())
+}
+
+/// Where the tests inject a fault between the scan and the write (ARCHITECTURE.md: Testing),
+/// through `FACEMATCH_FAULT`: `stop-before-write` stops this process (SIGSTOP, as a paused VM
+/// or a suspended laptop would be) until someone sends SIGCONT; `pause-before-write:MS` sleeps
+/// MS milliseconds with the heartbeat running (a slow write). Unset, nothing happens.
+fn fault_point_before_write() {
+    let Ok(fault) = std::env::var("FACEMATCH_FAULT") else {
+        return;
+    };
+    if fault == "stop-before-write" {
+        // SAFETY: raise(2) with a valid signal number.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    } else if let Some(ms) = fault
+        .strip_prefix("pause-before-write:")
+        .and_then(|ms| ms.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 /// Writes the run's outcome: every history's results and FINISHED in one transaction per chunk;
@@ -274,7 +298,12 @@ fn write_back(
         Ok(output) => {
             summary.faces_scanned = output.faces_scanned;
             summary.pairs_scored = output.pairs_scored;
-            summary.finished = histories::finish(client, run_id, &output.results)?;
+            let written = histories::finish(client, run_id, &output.results)?;
+            summary.finished = written.finished;
+            summary.lost = written.lost.len() as u64;
+            if !written.lost.is_empty() {
+                summary.warnings.push(lost_message(run_id, &written.lost));
+            }
         }
         Err(e) if is_data_failure(&e) => {
             let message = format!("run {run_id} failed: {e:#}");
@@ -291,6 +320,22 @@ fn write_back(
         }
     }
     Ok(())
+}
+
+/// What a run that lost histories before writing them says.
+fn lost_message(run_id: i64, lost: &[i64]) -> String {
+    let shown: Vec<String> = lost.iter().take(10).map(i64::to_string).collect();
+    let more = if lost.len() > shown.len() {
+        format!(" and {} more", lost.len() - shown.len())
+    } else {
+        String::new()
+    };
+    format!(
+        "run {run_id} lost {} histories before writing their results — its lease had expired \
+         and another run took them over, which answers them — ids {}{more}",
+        lost.len(),
+        shown.join(", ")
+    )
 }
 
 /// Ends the run's `job_runs` row with what it did.

@@ -70,13 +70,13 @@ pub struct EmrArgs {
     #[arg(long = "emr-tag", value_parser = parse_tag)]
     pub emr_tags: Vec<(String, String)>,
     /// emr: give up (and terminate) after this long, start-up included.
-    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2h", value_parser = positive_duration)]
     pub emr_timeout: Duration,
     /// emr: first polling interval (doubles up to --emr-poll-max).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub emr_poll: Duration,
     /// emr: longest polling interval.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
     pub emr_poll_max: Duration,
     /// emr: an idle cluster terminates itself after this long.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
@@ -98,6 +98,15 @@ pub struct EmrArgs {
     /// emr: EMR endpoint (emulators; `AWS_ENDPOINT_URL` is honoured too).
     #[arg(long, env = "FACEMATCH_EMR_ENDPOINT")]
     pub emr_endpoint: Option<String>,
+}
+
+/// A duration such as `10s` or `2h`, more than zero (a zero poll would be a busy loop).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0 (e.g. 500ms, 10s)".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {

@@ -34,13 +34,13 @@ pub struct RunArgs {
     #[arg(long, env = "FACEMATCH_DATASET")]
     pub dataset: Option<String>,
     /// Claim at most this many histories (oldest first).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: Option<i64>,
     /// Seconds a claim lasts without a heartbeat before another run may requeue it.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_secs: u64,
     /// Attempts before a history whose runs keep dying ends in ERROR.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
     pub max_attempts: i32,
     /// processes runner: hand the workers a hostfile instead of letting them register.
     #[arg(long)]
@@ -54,11 +54,15 @@ pub struct RunArgs {
     #[arg(long, env = "FACEMATCH_POOL")]
     pub pool: Option<String>,
     /// processes and hosts runners: seconds to wait for every worker process to join.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
     /// Seconds a worker process may go without a heartbeat before the run is given up (a
     /// process cut off by the network exits after as long).
-    #[arg(long, default_value_t = DEFAULT_PEER_TIMEOUT.as_secs())]
+    #[arg(
+        long,
+        default_value_t = DEFAULT_PEER_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub peer_timeout: u64,
     /// Run on a cluster even when the planner says this machine alone would finish first.
     #[arg(long)]
@@ -77,17 +81,14 @@ impl RunArgs {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
-        if self.peer_timeout == 0 || self.connect_timeout == 0 {
-            bail!("--peer-timeout and --connect-timeout must be at least 1 second");
-        }
         Ok(RunOptions {
             dataset: parse_dataset(self.dataset.as_deref())?,
             scope: ClaimScope {
                 limit: self.limit,
                 ..scope
             },
-            lease: Duration::from_secs(self.lease_secs.max(1)),
-            max_attempts: self.max_attempts.max(1),
+            lease: Duration::from_secs(self.lease_secs),
+            max_attempts: self.max_attempts,
             s3: self.s3.options(),
             print_plan: true,
             force: self.force,

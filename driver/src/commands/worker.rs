@@ -36,7 +36,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Seconds to wait for the other processes before giving up, naming the missing ones.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout: u64,
     /// The processes' host:port, one per line in process order, instead of registering in the
     /// rendezvous (which then only carries the job and its output).
@@ -53,7 +53,11 @@ pub struct WorkerArgs {
     /// Process 0: seconds a process of the run may go without a heartbeat before the run is
     /// given up (a process cut off by the network exits after as long without reaching the
     /// rendezvous).
-    #[arg(long, default_value_t = DEFAULT_PEER_TIMEOUT.as_secs())]
+    #[arg(
+        long,
+        default_value_t = DEFAULT_PEER_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     peer_timeout: u64,
     #[command(flatten)]
     s3: S3Args,
@@ -73,9 +77,6 @@ pub fn exec(args: WorkerArgs) -> Result<()> {
         (Some(process), Some(processes)) => Position::Index { process, processes },
         _ => Position::Join,
     };
-    if args.peer_timeout == 0 {
-        bail!("--peer-timeout must be at least 1 second");
-    }
     let host = if args.host == "auto" {
         host_name()?
     } else {
@@ -86,7 +87,7 @@ pub fn exec(args: WorkerArgs) -> Result<()> {
         position,
         threads: args.threads,
         host,
-        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+        connect_timeout: Duration::from_secs(args.connect_timeout),
         s3: args.s3.options(),
         hostfile: args.hostfile,
         ports: args.port_range,

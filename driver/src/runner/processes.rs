@@ -113,7 +113,9 @@ impl ProcessesRunner {
             let started = std::fs::File::create(dir.join(format!("worker-{index}.log")))
                 .map_err(anyhow::Error::from)
                 .and_then(|log| {
-                    Command::new(&exe)
+                    let mut command = Command::new(&exe);
+                    die_with_this_thread(&mut command);
+                    command
                         .args(self.worker_args(dir, index))
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
@@ -204,6 +206,28 @@ fn write_hostfile(path: &Path, processes: usize) -> Result<()> {
         lines.push_str(&format!("{LOCALHOST}:{port}\n"));
     }
     std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A worker must not outlive the driver: killed with SIGKILL, the driver cannot stop it, so the
+/// kernel does (PR_SET_PDEATHSIG) when the thread that started it — the one running the
+/// batch — ends.
+fn die_with_this_thread(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
+    // (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The driver may have died between fork and prctl.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Kills and reaps every process still running.

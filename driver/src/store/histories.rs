@@ -166,7 +166,8 @@ fn mark_error(
 ) -> Result<u64> {
     Ok(client.execute(
         "UPDATE histories SET status = 'ERROR', output = $3, finished_at = now(), lease_expires_at = NULL
-          WHERE id = ANY($1) AND status = 'RUNNING' AND run_id = $2",
+          WHERE id = ANY($1) AND status = 'RUNNING' AND run_id = $2
+            AND (lease_expires_at IS NULL OR lease_expires_at > now())",
         &[&ids, &run_id, &message],
     )?)
 }
@@ -231,22 +232,35 @@ fn count_requeued(rows: &[postgres::Row]) -> (u64, u64) {
 /// transactions short.
 const WRITE_CHUNK: usize = 256;
 
-/// Writes each history's items and flips it to FINISHED in the same transaction. Histories the
-/// run no longer owns are skipped (their items are not written). Returns how many finished.
+/// What [`finish`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Histories FINISHED with their items.
+    pub finished: u64,
+    /// Histories the run no longer owned (another run took them after its lease expired):
+    /// nothing was written for them.
+    pub lost: Vec<i64>,
+}
+
+/// Writes each history's items and flips it to FINISHED in the same transaction — only while
+/// the run still owns it: RUNNING under this run, with a lease not yet expired (the fence that
+/// keeps a paused run from writing over a history another run has taken).
 pub fn finish(
     client: &mut Client,
     run_id: i64,
     results: &BTreeMap<i64, Vec<Match>>,
-) -> Result<u64> {
+) -> Result<Written> {
     let entries: Vec<(&i64, &Vec<Match>)> = results.iter().collect();
-    let mut finished = 0;
+    let mut written = Written::default();
     for chunk in entries.chunks(WRITE_CHUNK) {
         let mut tx = client.transaction()?;
         let ids: Vec<i64> = chunk.iter().map(|(id, _)| **id).collect();
         let owned: Vec<i64> = tx
             .query(
                 "UPDATE histories SET status = 'FINISHED', finished_at = now(), output = NULL, lease_expires_at = NULL
-                  WHERE id = ANY($1) AND status = 'RUNNING' AND run_id = $2 RETURNING id",
+                  WHERE id = ANY($1) AND status = 'RUNNING' AND run_id = $2
+                    AND lease_expires_at > now()
+              RETURNING id",
                 &[&ids, &run_id],
             )?
             .iter()
@@ -256,11 +270,7 @@ pub fn finish(
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (id, matches) in chunk {
             if !owned.contains(id) {
-                tracing::warn!(
-                    history = **id,
-                    run_id,
-                    "history no longer owned by this run; its results are dropped"
-                );
+                written.lost.push(**id);
                 continue;
             }
             for (i, m) in matches.iter().enumerate() {
@@ -276,9 +286,9 @@ pub fn finish(
             &[&h, &rank, &face, &score],
         )?;
         tx.commit()?;
-        finished += owned.len() as u64;
+        written.finished += owned.len() as u64;
     }
-    Ok(finished)
+    Ok(written)
 }
 
 /// Extends the lease of every history `run_id` holds.

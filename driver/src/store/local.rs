@@ -1,4 +1,4 @@
-//! A throwaway local PostgreSQL 15 for the demo, tests and laptops: `initdb` + `pg_ctl` in a
+//! A throwaway local PostgreSQL 15 for the demo, tests and laptops: `initdb` + `postgres` in a
 //! project folder, listening on 127.0.0.1 on a free (or chosen) port. As root it runs the server
 //! through `runuser -u postgres --`, because postgres refuses to run as root.
 
@@ -109,13 +109,16 @@ impl LocalPostgres {
         {
             return Ok(url);
         }
+        self.check_folder()?;
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         if is_root() {
+            // The folder itself only (initdb then creates `data/` as postgres): never a
+            // recursive chown of whatever the folder named holds.
             self.run(
                 {
                     let mut c = Command::new("chown");
-                    c.args(["-R", "postgres:postgres"]).arg(&self.dir);
+                    c.arg("postgres:postgres").arg(&self.dir);
                     c
                 },
                 "chown",
@@ -140,25 +143,82 @@ impl LocalPostgres {
                 .filter(|p| port_is_free(*p))
                 .map_or_else(free_port, Ok)?
         };
-        let mut pg_ctl = self.command("pg_ctl");
-        pg_ctl
-            .arg("start")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.join("server.log"))
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200 {THROWAWAY_SETTINGS}",
-                self.dir.display()
-            ));
-        self.run(pg_ctl, "pg_ctl start")
-            .with_context(|| format!("see {}", self.dir.join("server.log").display()))?;
         let admin = format!("postgres://{DB_NAME}@127.0.0.1:{port}/postgres");
+        self.launch(port, &admin)?;
         crate::store::ensure_database(&admin, DB_NAME)?;
         let url = format!("postgres://{DB_NAME}@127.0.0.1:{port}/{DB_NAME}");
         std::fs::write(self.url_file(), format!("{url}\n"))?;
         Ok(url)
+    }
+
+    /// Starts `postgres` itself, not through `pg_ctl start`, which hands the folder names to a
+    /// shell (a folder with a space, a quote or `$(…)` in its name would break or run); waits
+    /// up to a minute for it to accept connections at `admin`.
+    fn launch(&self, port: u16, admin: &str) -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        let log_path = self.dir.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+        let mut postgres = self.command("postgres");
+        postgres
+            .arg("-D")
+            .arg(self.data())
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-k",
+            ])
+            .arg(&self.dir)
+            .args(["-c", "max_connections=200"])
+            .args(THROWAWAY_SETTINGS)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for the terminal's command does not reach it.
+            .process_group(0);
+        let mut child = postgres.spawn().context("cannot start postgres")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if crate::store::connect(admin).is_ok() {
+                return Ok(());
+            }
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "postgres exited ({status}) before accepting connections; see {}:\n{}",
+                    log_path.display(),
+                    tail(&log())
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "postgres did not accept connections within 60 s; see {}:\n{}",
+                    log_path.display(),
+                    tail(&log())
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The folder must be new, empty, or a server this command made (it holds `data/`).
+    fn check_folder(&self) -> Result<()> {
+        let Ok(mut entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(()); // not there yet
+        };
+        if entries.next().is_some() && !self.data().exists() {
+            bail!(
+                "{} is not empty and holds no facematch database server: give `db start --dir` \
+                 a new or empty folder",
+                self.dir.display()
+            );
+        }
+        Ok(())
     }
 
     fn previous_port(&self) -> Option<u16> {
@@ -194,7 +254,24 @@ impl LocalPostgres {
 
 /// Durability settings for a server whose data is disposable: a crash may lose it, and in exchange
 /// bulk loads (a million `faces` rows) are not bound by fsync and checkpoint I/O.
-const THROWAWAY_SETTINGS: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB -c shared_buffers=256MB";
+const THROWAWAY_SETTINGS: [&str; 10] = [
+    "-c",
+    "fsync=off",
+    "-c",
+    "synchronous_commit=off",
+    "-c",
+    "full_page_writes=off",
+    "-c",
+    "max_wal_size=4GB",
+    "-c",
+    "shared_buffers=256MB",
+];
+
+/// The last lines of a server log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
 
 fn port_is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
