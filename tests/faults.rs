@@ -221,3 +221,87 @@ fn a_driver_killed_mid_run_takes_its_workers_with_it_and_the_next_run_rescues_it
     );
     println!("driver SIGKILL: both worker processes gone {gone:.2?} after it");
 }
+
+#[test]
+fn runs_through_a_faulty_s3_give_the_clean_results_and_requeue_when_it_is_gone() {
+    let env = TestEnv::new();
+    // 12 shards: every run makes dozens of requests.
+    env.ok(&[
+        "dataset",
+        "synth",
+        "--name",
+        "s3f",
+        "--identities",
+        "3000",
+        "--per-identity",
+        "10",
+        "--dim",
+        "48",
+        "--shards",
+        "12",
+        "--seed",
+        "13",
+    ]);
+    let faces: Vec<i64> = (0..40).map(|i| 1 + i * 701).collect();
+    let reference = env.insert_histories(&faces);
+    env.ok(&["run", "-w", "1"]);
+    let expected = env.history_items(&reference);
+
+    // One request in five fails — 500, 503 SlowDown, a dropped connection, a body cut short —
+    // on every runner: retried with backoff, the results are the clean run's.
+    let faults = &env.s3.faults;
+    faults.set_per_mille(200);
+    let before = faults.requests();
+    for runner in ["inline", "processes:2", "processes:3x2"] {
+        let ids = env.insert_histories(&faces);
+        let out = env.run(&["--json", "run", "--runner", runner, "-w", "1"]);
+        let done = summary(&out);
+        assert!(out.status.success(), "{runner}: {done}");
+        assert_eq!(done["finished"], 40, "{runner}: {done}");
+        assert_eq!(env.history_items(&ids), expected, "{runner} through faults");
+    }
+    let injected = faults.injected();
+    let requests = faults.requests() - before;
+    println!(
+        "S3 faults survived: {} of {requests} requests ({})",
+        injected.iter().sum::<u64>(),
+        common::faults::KINDS
+            .iter()
+            .zip(injected)
+            .map(|(kind, n)| format!("{kind}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        injected.iter().all(|n| *n > 0),
+        "every kind of fault was injected: {injected:?}"
+    );
+
+    // Storage gone for the shards (the manifest still loads): past the retries the run gives
+    // its histories back with the cause — never ERROR, nothing written.
+    faults.set_target(Some("shard-"));
+    faults.set_per_mille(1000);
+    let ids = env.insert_histories(&faces);
+    let out = env.run(&["--json", "run", "-w", "1"]);
+    let gone = summary(&out);
+    assert_eq!(out.status.code(), Some(3), "{gone}");
+    assert_eq!(gone["requeued_after_failure"], 40, "{gone}");
+    assert!(
+        gone["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unavailable after retries"),
+        "{gone}"
+    );
+    assert!(
+        env.history_states(&ids)
+            .iter()
+            .all(|s| *s == ("PENDING".to_string(), 1, 0, false)),
+        "{:?}",
+        env.history_states(&ids)
+    );
+    // Back again: the next run answers them as the clean run did.
+    faults.set_per_mille(0);
+    env.ok(&["run", "-w", "1"]);
+    assert_eq!(env.history_items(&ids), expected);
+}

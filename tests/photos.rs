@@ -479,6 +479,31 @@ fn an_s3_prefix_builds_the_same_faces_as_a_local_folder() {
     );
     assert_eq!(exported(&env, "from_s3@v1").len(), 5);
 
+    // The same build through an S3 failing one request in five (500, 503 SlowDown, dropped
+    // connections, bodies cut short; tests/common/faults.rs): the same faces, bit for bit.
+    env.s3.faults.set_per_mille(200);
+    let requests = env.s3.faults.requests();
+    build(&env, "s3://faces/photos", "through_faults", "2", &[]);
+    let injected: u64 = env.s3.faults.injected().iter().sum();
+    env.s3.faults.set_per_mille(0);
+    println!(
+        "photo build survived {injected} S3 faults in {} requests",
+        env.s3.faults.requests() - requests
+    );
+    assert!(injected > 0);
+    assert_eq!(
+        by_photo(&faces_of(&env, "through_faults"), "s3://faces/photos"),
+        by_photo(&faces_of(&env, "from_s3"), "s3://faces/photos"),
+    );
+    assert_eq!(
+        exported(&env, "through_faults@v1")
+            .into_values()
+            .collect::<Vec<_>>(),
+        exported(&env, "from_s3@v1")
+            .into_values()
+            .collect::<Vec<_>>(),
+    );
+
     // A photo on S3 added as a user face, kept in an image store on S3.
     let mut upload = files[1].1.clone();
     upload.extend(b"uploaded");

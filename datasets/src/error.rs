@@ -42,6 +42,15 @@ pub enum DatasetError {
         /// The underlying failure.
         message: String,
     },
+    /// Storage did not answer, after retries with backoff: 5xx, throttling, timeouts, dropped
+    /// connections, bodies cut short. The machinery's failure, not the data's: a run requeues.
+    #[error("storage {uri} unavailable after retries: {message}")]
+    Unavailable {
+        /// The object or file.
+        uri: String,
+        /// The last failure.
+        message: String,
+    },
     /// A face encoding is not acceptable (wrong dimension, NaN, zero vector).
     #[error("face {face_id}: {message}")]
     Encoding {
@@ -67,6 +76,12 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
+    /// Whether this is a passing failure of the infrastructure (storage unavailable), which a
+    /// later attempt may not meet, rather than one of the data or the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DatasetError::Unavailable { .. })
+    }
+
     /// Attaches a location (file and line) to an encoding error raised while importing.
     pub fn at(self, file: &str, line: u64) -> DatasetError {
         match self {

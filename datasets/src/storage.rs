@@ -4,10 +4,14 @@
 //! S3 calls run on one shared tokio runtime owned by this module.
 
 use crate::error::{DatasetError, Result};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
+use backon::Retryable;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 use tokio::runtime::Runtime;
 
 /// How to reach S3 (all optional: the standard AWS chain fills in the rest).
@@ -148,6 +152,24 @@ impl Storage {
         }
     }
 
+    /// An S3 call that failed after the SDK's retries: still transient (the service or the
+    /// network), or permanent (the request: not found, access denied, bad input).
+    fn sdk_fail<E: std::error::Error + 'static>(
+        &self,
+        key: &str,
+        error: &SdkError<E, HttpResponse>,
+    ) -> DatasetError {
+        let message = describe_sdk_error(error);
+        if is_transient(error) {
+            DatasetError::Unavailable {
+                uri: self.uri_of(key),
+                message,
+            }
+        } else {
+            self.fail(key, message)
+        }
+    }
+
     /// Reads a whole object into memory (a user's photo may change while it is read).
     pub fn get(&self, key: &str) -> Result<Bytes> {
         match &self.backend {
@@ -169,17 +191,34 @@ impl Storage {
                 client,
                 bucket,
                 prefix,
-            } => runtime().block_on(async {
-                let object = client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(Self::s3_key(prefix, key))
-                    .send()
-                    .await
-                    .map_err(|e| self.fail(key, describe_sdk_error(&e)))?;
-                let body = object.body.collect().await.map_err(|e| self.fail(key, e))?;
-                Ok(body.into_bytes())
-            }),
+            } => {
+                runtime().block_on(async {
+                    let fetch =
+                        || async {
+                            let object = client
+                                .get_object()
+                                .bucket(bucket)
+                                .key(Self::s3_key(prefix, key))
+                                .send()
+                                .await
+                                .map_err(|e| self.sdk_fail(key, &e))?;
+                            // A body cut short fails here, after the SDK's own retries are over.
+                            let body = object.body.collect().await.map_err(|e| {
+                                DatasetError::Unavailable {
+                                    uri: self.uri_of(key),
+                                    message: format!("{BODY_CUT_SHORT}: {}", describe_error(&e)),
+                                }
+                            })?;
+                            Ok(body.into_bytes())
+                        };
+                    fetch
+                        .retry(body_retries())
+                        // Only the body: the SDK has already retried the request itself.
+                        .when(|e: &DatasetError| e.to_string().contains(BODY_CUT_SHORT))
+                        .notify(|e, after| tracing::debug!("retrying in {after:?}: {e}"))
+                        .await
+                })
+            }
         }
     }
 
@@ -207,7 +246,7 @@ impl Storage {
                     .body(ByteStream::from(data))
                     .send()
                     .await
-                    .map_err(|e| self.fail(key, describe_sdk_error(&e)))?;
+                    .map_err(|e| self.sdk_fail(key, &e))?;
                 Ok(())
             }),
         }
@@ -231,7 +270,7 @@ impl Storage {
                 {
                     Ok(_) => Ok(true),
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-                    Err(e) => Err(self.fail(key, describe_sdk_error(&e))),
+                    Err(e) => Err(self.sdk_fail(key, &e)),
                 }
             }),
         }
@@ -268,7 +307,7 @@ impl Storage {
                     .key(Self::s3_key(prefix, key))
                     .send()
                     .await
-                    .map_err(|e| self.fail(key, describe_sdk_error(&e)))?;
+                    .map_err(|e| self.sdk_fail(key, &e))?;
                 Ok(())
             }),
         }
@@ -320,7 +359,7 @@ impl Storage {
                     .into_paginator()
                     .send();
                 while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| self.fail(prefix, describe_sdk_error(&e)))?;
+                    let page = page.map_err(|e| self.sdk_fail(prefix, &e))?;
                     for object in page.contents() {
                         let Some(key) = object.key() else { continue };
                         let relative = if root_prefix.is_empty() {
@@ -341,6 +380,37 @@ impl Storage {
     }
 }
 
+/// Attempts of one S3 request, the SDK's standard retries with exponential backoff and jitter
+/// (5xx, throttling, timeouts, dropped connections): enough that a storage answering one request
+/// in five with an error is still read completely.
+const S3_ATTEMPTS: u32 = 10;
+
+/// How a GetObject whose body ended early is told apart (and retried).
+const BODY_CUT_SHORT: &str = "the body was cut short";
+
+/// Retries of a whole GetObject whose body was cut short (the SDK retries requests, not bodies).
+fn body_retries() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(6)
+        .with_jitter()
+}
+
+/// Whether an S3 failure is the service's or the network's (worth a later attempt).
+fn is_transient<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status >= 500 || status == 429 || status == 408
+        }
+        _ => false,
+    }
+}
+
 fn s3_client(options: &S3Options) -> aws_sdk_s3::Client {
     let endpoint = options
         .endpoint
@@ -350,7 +420,18 @@ fn s3_client(options: &S3Options) -> aws_sdk_s3::Client {
         .filter(|e| !e.is_empty());
     let region = options.region.clone();
     let shared = runtime().block_on(async {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(S3_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(50))
+                    .with_max_backoff(Duration::from_secs(2)),
+            )
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            );
         if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region));
         }
@@ -367,8 +448,8 @@ fn s3_client(options: &S3Options) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
-/// The SDK's Display for errors is just "service error"; the debug chain names the actual cause.
-fn describe_sdk_error<E: std::error::Error + 'static>(error: &E) -> String {
+/// An error with its causes, one after another.
+fn describe_error(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -377,6 +458,11 @@ fn describe_sdk_error<E: std::error::Error + 'static>(error: &E) -> String {
         source = cause.source();
     }
     message
+}
+
+/// The SDK's Display for errors is just "service error"; the chain names the actual cause.
+fn describe_sdk_error<E: std::error::Error + 'static>(error: &E) -> String {
+    describe_error(error)
 }
 
 /// A local file's bytes, mapped rather than copied: a shard is read once, so copying it through

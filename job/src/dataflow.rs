@@ -59,6 +59,10 @@ pub enum JobError {
     /// One or more shards could not be read or verified; the message names them.
     #[error("{0}")]
     Shards(String),
+    /// Storage did not answer for a shard, after retries: the infrastructure's failure, not the
+    /// data's (the run requeues); the message names the shards.
+    #[error("{0}")]
+    Unavailable(String),
     /// The timely runtime failed (a worker panicked or could not start).
     #[error("dataflow failed: {0}")]
     Runtime(String),
@@ -73,6 +77,9 @@ enum Report {
     Failed {
         shard: String,
         message: String,
+        /// Storage was unavailable (retried in vain), rather than the shard bad or missing.
+        #[serde(default)]
+        transient: bool,
     },
     Scanned {
         faces: u64,
@@ -281,9 +288,17 @@ fn build_dataflow(
 fn collect_output(spec: &JobSpec, collected: Collected) -> Result<JobOutput, JobError> {
     let mut output = JobOutput::default();
     let mut failures = Vec::new();
+    let mut unavailable = false;
     for report in collected.reports {
         match report {
-            Report::Failed { shard, message } => failures.push(format!("shard {shard}: {message}")),
+            Report::Failed {
+                shard,
+                message,
+                transient,
+            } => {
+                unavailable |= transient;
+                failures.push(format!("shard {shard}: {message}"));
+            }
             Report::Scanned {
                 faces,
                 pairs,
@@ -297,7 +312,14 @@ fn collect_output(spec: &JobSpec, collected: Collected) -> Result<JobOutput, Job
     }
     if !failures.is_empty() {
         failures.sort();
-        return Err(JobError::Shards(failures.join("; ")));
+        let message = failures.join("; ");
+        // One shard storage could not serve makes the whole run the machinery's failure: the
+        // others' verdicts wait for a run that can read everything.
+        return Err(if unavailable {
+            JobError::Unavailable(message)
+        } else {
+            JobError::Shards(message)
+        });
     }
     for q in &spec.queries {
         output.results.insert(q.history_id, Vec::new());
@@ -324,7 +346,7 @@ enum ScanItem {
 /// One worker's scan: its storage handle, its kernel, and what went wrong.
 struct ScanState {
     spec: JobSpec,
-    storage: Option<Result<Storage, String>>,
+    storage: Option<Storage>,
     scanner: Scanner,
     faces: u64,
     failures: Vec<Report>,
@@ -346,25 +368,30 @@ impl ScanState {
         if !self.failures.is_empty() {
             return; // the run has failed; do not spend time on the rest
         }
-        if let Err(message) = self.try_scan(&info) {
+        if let Err(error) = self.try_scan(&info) {
             self.failures.push(Report::Failed {
                 shard: info.path.clone(),
-                message,
+                message: error.to_string(),
+                transient: error.is_transient(),
             });
         }
     }
 
-    fn try_scan(&mut self, info: &facematch_datasets::ShardInfo) -> Result<(), String> {
-        let storage = self
-            .storage
-            .get_or_insert_with(|| {
-                Storage::open(&self.spec.root_uri, &self.spec.s3).map_err(|e| e.to_string())
-            })
-            .clone()?;
-        let reader = ShardReader::fetch(&storage, info, self.spec.manifest.dim)
-            .map_err(|e| e.to_string())?;
+    fn try_scan(
+        &mut self,
+        info: &facematch_datasets::ShardInfo,
+    ) -> Result<(), facematch_datasets::DatasetError> {
+        let storage = match &self.storage {
+            Some(storage) => storage.clone(),
+            None => {
+                let storage = Storage::open(&self.spec.root_uri, &self.spec.s3)?;
+                self.storage = Some(storage.clone());
+                storage
+            }
+        };
+        let reader = ShardReader::fetch(&storage, info, self.spec.manifest.dim)?;
         for batch in reader {
-            let batch = batch.map_err(|e| e.to_string())?;
+            let batch = batch?;
             self.scanner
                 .scan(&batch.face_ids, &batch.sources, batch.values());
             self.faces += batch.len() as u64;

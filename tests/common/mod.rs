@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod bad_images;
+pub mod faults;
 pub mod moto;
 pub mod reference;
 
@@ -78,10 +79,13 @@ impl Drop for TestDb {
     }
 }
 
-/// s3s-fs serving a temporary folder over TCP, on its own runtime thread, for the test's life.
+/// s3s-fs serving a temporary folder over TCP, on its own runtime thread, for the test's life,
+/// behind a fault-injecting layer that lets every request through until told otherwise.
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// The faults injected in front of the server (none unless set).
+    pub faults: std::sync::Arc<faults::Faults>,
     root: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
 }
@@ -114,11 +118,17 @@ impl S3Server {
             .block_on(tokio::net::TcpListener::bind((ip, 0)))
             .expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let faults = std::sync::Arc::new(faults::Faults::default());
+        let injector = faults.clone();
         runtime.spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
             while let Ok((socket, _)) = listener.accept().await {
+                let (service, faults) = (service.clone(), injector.clone());
+                let layer = hyper::service::service_fn(move |request| {
+                    faults::serve(faults.clone(), service.clone(), request)
+                });
                 let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .serve_connection(TokioIo::new(socket), layer)
                     .into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -127,6 +137,7 @@ impl S3Server {
         });
         S3Server {
             endpoint,
+            faults,
             root,
             runtime,
         }

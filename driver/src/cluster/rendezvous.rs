@@ -22,6 +22,8 @@ const MEMBERS: &str = "cluster.json";
 const OUTPUT: &str = "output.json";
 /// Why the job failed on its data.
 const FAILURE: &str = "failure.txt";
+/// Why the job could not be done now: storage did not answer for a shard (not the data's fault).
+const UNAVAILABLE: &str = "unavailable.txt";
 /// Why the driver gave the run up (its workers stop waiting for it).
 const ABANDONED: &str = "abandoned.txt";
 /// What a process writes as its last heartbeat once its share is done.
@@ -263,6 +265,7 @@ impl Rendezvous {
     pub fn is_finished(&self) -> Result<bool> {
         Ok(self.storage.exists(OUTPUT)?
             || self.storage.exists(FAILURE)?
+            || self.storage.exists(UNAVAILABLE)?
             || self.storage.exists(ABANDONED)?)
     }
 
@@ -284,6 +287,19 @@ impl Rendezvous {
         self.storage
             .put(FAILURE, message.as_bytes().to_vec().into())?;
         Ok(())
+    }
+
+    /// Records that the job could not be done now (storage unavailable for a shard): the run
+    /// requeues, unlike a failure of the data.
+    pub fn publish_unavailable(&self, message: &str) -> Result<()> {
+        self.storage
+            .put(UNAVAILABLE, message.as_bytes().to_vec().into())?;
+        Ok(())
+    }
+
+    /// Why the job could not be done now, if recorded.
+    pub fn unavailable(&self) -> Result<Option<String>> {
+        self.text_if_any(UNAVAILABLE)
     }
 
     /// The job's failure, if one was recorded.

@@ -131,6 +131,11 @@ fn run_share(options: &WorkerOptions, rendezvous: Rendezvous) -> Result<()> {
             rendezvous.publish_failure(&e.to_string())?;
             return Err(e.into());
         }
+        // Storage would not serve a shard: the run ends now and requeues.
+        Err(e @ JobError::Unavailable(_)) => {
+            rendezvous.publish_unavailable(&e.to_string())?;
+            return Err(e.into());
+        }
         Err(e) => return Err(e.into()),
     };
     match (process, output) {

@@ -125,6 +125,9 @@ impl HostsRunner {
             if let Some(failure) = rendezvous.failure()? {
                 return Err(DataFailure(failure).into());
             }
+            if let Some(reason) = rendezvous.unavailable()? {
+                return Err(WorkerLost(reason).into());
+            }
             if rendezvous.is_finished()? {
                 return rendezvous.output();
             }

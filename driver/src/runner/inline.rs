@@ -34,7 +34,7 @@ impl Runner for InlineRunner {
         )
         .map_err(|e| match e {
             JobError::Shards(_) | JobError::Invalid(_) => DataFailure(e.to_string()).into(),
-            JobError::Runtime(_) => anyhow::Error::from(e),
+            JobError::Runtime(_) | JobError::Unavailable(_) => anyhow::Error::from(e),
         })?;
         output.ok_or_else(|| anyhow!("worker 0 returned no output"))
     }

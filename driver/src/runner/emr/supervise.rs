@@ -145,6 +145,9 @@ fn verdict(
     if let Some(failure) = rendezvous.failure()? {
         return Ok(Some(Err(DataFailure(failure).into())));
     }
+    if let Some(reason) = rendezvous.unavailable()? {
+        return Ok(Some(Err(WorkerLost(reason).into())));
+    }
     if rendezvous.is_finished()? {
         return Ok(Some(rendezvous.output()));
     }
