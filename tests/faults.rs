@@ -305,3 +305,113 @@ fn runs_through_a_faulty_s3_give_the_clean_results_and_requeue_when_it_is_gone()
     env.ok(&["run", "-w", "1"]);
     assert_eq!(env.history_items(&ids), expected);
 }
+
+/// A PostgreSQL of the test's own (`facematch db start --dir`), which the test may restart.
+struct OwnServer {
+    dir: tempfile::TempDir,
+}
+
+impl OwnServer {
+    fn start() -> (OwnServer, String) {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // As root the server runs as `postgres`, which must reach its folder.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let server = OwnServer { dir };
+        let url = server.db(&["start"]);
+        let admin = format!("{}/postgres", url.rsplit_once('/').unwrap().0);
+        (server, admin)
+    }
+
+    fn db(&self, verb: &[&str]) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
+            .arg("db")
+            .args(verb)
+            .arg("--dir")
+            .arg(self.dir.path().join("pg"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "db {verb:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `pg_ctl stop -m fast`, then a start on the same port: every connection is cut.
+    fn restart(&self) -> Duration {
+        let started = Instant::now();
+        self.db(&["stop"]);
+        self.db(&["start"]);
+        started.elapsed()
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
+            .args(["db", "stop", "--dir"])
+            .arg(self.dir.path().join("pg"))
+            .output();
+    }
+}
+
+#[test]
+fn postgres_restarted_mid_run_costs_nothing() {
+    let (server, admin) = OwnServer::start();
+    let env = TestEnv::with(common::TestDb::create_on(admin), common::S3Server::start());
+    env.ok(&[
+        "dataset",
+        "synth",
+        "--name",
+        "pg",
+        "--identities",
+        "3000",
+        "--per-identity",
+        "10",
+        "--dim",
+        "48",
+        "--shards",
+        "6",
+        "--seed",
+        "21",
+    ]);
+    let faces: Vec<i64> = (0..300).map(|i| 1 + i * 97).collect();
+    let reference = env.insert_histories(&faces);
+    env.ok(&["run", "-w", "1"]);
+    let expected = env.history_items(&reference);
+
+    // Restarted while the run scans, and again before it writes: the heartbeat and the write
+    // reconnect, the lease (4 s) never runs out, and the run finishes everything itself.
+    let ids = env.insert_histories(&faces);
+    let run = env
+        .command(&["--json", "run", "-w", "1", "--lease-secs", "4"])
+        .env("FACEMATCH_FAULT", "pause-before-write:3000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_running(&env, &ids);
+    let first = server.restart();
+    std::thread::sleep(Duration::from_millis(300));
+    let second = server.restart();
+    let out = run.wait_with_output().unwrap();
+    let done = summary(&out);
+    assert!(
+        out.status.success(),
+        "{done}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(done["finished"], 300, "{done}");
+    assert_eq!(done["lost"], 0, "{done}");
+    assert_eq!(env.history_items(&ids), expected);
+    assert!(
+        env.history_states(&ids)
+            .iter()
+            .all(|s| s.0 == "FINISHED" && s.1 == 1),
+        "{:?}",
+        &env.history_states(&ids)[..3]
+    );
+    println!("postgres restarted twice mid-run ({first:.1?}, {second:.1?}): all 300 finished");
+}

@@ -32,11 +32,16 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh database in the server named by `FACEMATCH_TEST_DATABASE_URL`.
     pub fn create() -> TestDb {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
         let admin_url = std::env::var("FACEMATCH_TEST_DATABASE_URL").expect(
             "FACEMATCH_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a \
              throwaway PostgreSQL, or point it at a server where databases may be created",
         );
+        TestDb::create_on(admin_url)
+    }
+
+    /// Creates a fresh database in the server at `admin_url`.
+    pub fn create_on(admin_url: String) -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "fmtest_{}_{}_{}",
             std::process::id(),
@@ -267,8 +272,13 @@ impl TestEnv {
 
     /// A fresh database (migrated through the CLI) and the S3 server `s3`.
     pub fn with_s3(s3: S3Server) -> TestEnv {
+        TestEnv::with(TestDb::create(), s3)
+    }
+
+    /// The database `db` (migrated through the CLI) and the S3 server `s3`.
+    pub fn with(db: TestDb, s3: S3Server) -> TestEnv {
         let env = TestEnv {
-            db: TestDb::create(),
+            db,
             s3,
             scratch: tempfile::tempdir().unwrap(),
         };

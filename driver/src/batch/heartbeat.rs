@@ -15,16 +15,19 @@ pub fn with_heartbeat<T>(
     let (stop, stopped) = mpsc::channel::<()>();
     let url = database_url.to_string();
     let beat = std::thread::spawn(move || {
-        let Ok(mut client) = crate::store::connect(&url) else {
-            tracing::warn!(
-                run_id,
-                "heartbeat cannot connect; the lease will not be extended"
-            );
-            return;
-        };
+        let mut client = None;
         let period = (lease / 3).max(Duration::from_millis(200));
         while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-            if let Err(e) = histories::heartbeat(&mut client, run_id, lease) {
+            // A connection lost (the server restarted) is made again at the next beat: two
+            // beats in three may fail before the lease runs out.
+            if client.as_ref().is_none_or(postgres::Client::is_closed) {
+                client = crate::store::connect(&url)
+                    .inspect_err(|e| tracing::warn!(run_id, "heartbeat cannot connect: {e:#}"))
+                    .ok();
+            }
+            if let Some(connection) = client.as_mut()
+                && let Err(e) = histories::heartbeat(connection, run_id, lease)
+            {
                 tracing::warn!(run_id, "heartbeat failed: {e:#}");
             }
         }

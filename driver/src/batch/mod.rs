@@ -159,13 +159,56 @@ pub fn run_pending(
             summary.scan_ms = scan_started.elapsed().as_millis() as u64;
             fault_point_before_write();
             let write_started = Instant::now();
-            write_back(&mut client, run_id, options, &spec, outcome, &mut summary)?;
+            let outcome = Outcome::of(outcome);
+            with_reconnect(&mut client, database_url, |client| {
+                write_back(client, run_id, options, &spec, &outcome, &mut summary)
+            })?;
             summary.write_ms = write_started.elapsed().as_millis() as u64;
             Ok(())
         })?;
     }
-    record_run(&mut client, run_id, &summary)?;
+    with_reconnect(&mut client, database_url, |client| {
+        record_run(client, run_id, &summary)
+    })?;
     Ok(summary)
+}
+
+/// Runs `step`, and again on a new connection while the old one was lost (the server
+/// restarted, a failover): waits for the database with backoff for up to a minute. The writes
+/// are safe to repeat — each history moves only from RUNNING under this run.
+fn with_reconnect<T>(
+    client: &mut postgres::Client,
+    database_url: &str,
+    mut step: impl FnMut(&mut postgres::Client) -> Result<T>,
+) -> Result<T> {
+    use backon::BackoffBuilder;
+    let mut waits = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(Duration::from_secs(60)))
+        .with_max_times(usize::MAX)
+        .build();
+    loop {
+        match step(client) {
+            Err(e) if client.is_closed() => {
+                tracing::warn!("lost the database ({e:#}); reconnecting");
+                loop {
+                    let Some(wait) = waits.next() else {
+                        return Err(e.context("the database did not come back within a minute"));
+                    };
+                    std::thread::sleep(wait);
+                    match crate::store::connect_checked(database_url, crate::store::Access::Write) {
+                        Ok(fresh) => {
+                            *client = fresh;
+                            break;
+                        }
+                        Err(again) => tracing::debug!("still no database: {again:#}"),
+                    }
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Requeues the histories of runs whose lease expired; returns how many went back to PENDING.
@@ -281,6 +324,26 @@ fn fault_point_before_write() {
     }
 }
 
+/// How the job ended, in the terms the write needs (kept to write again after a reconnect).
+enum Outcome {
+    /// The results.
+    Done(JobOutput),
+    /// The job failed on its data: the histories' answer.
+    DataFailure(String),
+    /// The machinery failed: the histories go back to PENDING.
+    MachineryFailure(String),
+}
+
+impl Outcome {
+    fn of(result: Result<JobOutput>) -> Outcome {
+        match result {
+            Ok(output) => Outcome::Done(output),
+            Err(e) if is_data_failure(&e) => Outcome::DataFailure(format!("{e:#}")),
+            Err(e) => Outcome::MachineryFailure(format!("{e:#}")),
+        }
+    }
+}
+
 /// Writes the run's outcome: every history's results and FINISHED in one transaction per chunk;
 /// or, when the job failed on its data, ERROR with the reason; or, for any failure of the
 /// machinery (a lost worker, a cluster that would not start, storage or an API out of reach),
@@ -290,12 +353,12 @@ fn write_back(
     run_id: i64,
     options: &RunOptions,
     spec: &JobSpec,
-    outcome: Result<JobOutput>,
+    outcome: &Outcome,
     summary: &mut RunSummary,
 ) -> Result<()> {
     let ids: Vec<i64> = spec.queries.iter().map(|q| q.history_id).collect();
     match outcome {
-        Ok(output) => {
+        Outcome::Done(output) => {
             summary.faces_scanned = output.faces_scanned;
             summary.pairs_scored = output.pairs_scored;
             let written = histories::finish(client, run_id, &output.results)?;
@@ -305,13 +368,13 @@ fn write_back(
                 summary.warnings.push(lost_message(run_id, &written.lost));
             }
         }
-        Err(e) if is_data_failure(&e) => {
-            let message = format!("run {run_id} failed: {e:#}");
+        Outcome::DataFailure(e) => {
+            let message = format!("run {run_id} failed: {e}");
             summary.errored += histories::fail(client, run_id, &ids, &message)?;
             summary.error = Some(message);
         }
-        Err(e) => {
-            let message = format!("run {run_id} failed: {e:#}");
+        Outcome::MachineryFailure(e) => {
+            let message = format!("run {run_id} failed: {e}");
             let (requeued, errored) =
                 histories::requeue(client, run_id, &ids, options.max_attempts, &message)?;
             summary.requeued_after_failure = requeued;

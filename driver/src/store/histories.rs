@@ -266,11 +266,32 @@ pub fn finish(
             .iter()
             .map(|r| r.get(0))
             .collect();
+        // Written by this very run already — a write repeated after the connection was lost
+        // once its commit had gone through — is not lost.
+        let missing: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !owned.contains(id))
+            .collect();
+        let already: Vec<i64> = if missing.is_empty() {
+            Vec::new()
+        } else {
+            tx.query(
+                "SELECT id FROM histories WHERE id = ANY($1) AND status = 'FINISHED' AND run_id = $2",
+                &[&missing, &run_id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        };
+        written.finished += already.len() as u64;
         let (mut h, mut rank, mut face, mut score) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (id, matches) in chunk {
             if !owned.contains(id) {
-                written.lost.push(**id);
+                if !already.contains(id) {
+                    written.lost.push(**id);
+                }
                 continue;
             }
             for (i, m) in matches.iter().enumerate() {
