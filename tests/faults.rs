@@ -415,3 +415,134 @@ fn postgres_restarted_mid_run_costs_nothing() {
     );
     println!("postgres restarted twice mid-run ({first:.1?}, {second:.1?}): all 300 finished");
 }
+
+/// A tmpfs of `size` mounted at `dir` for the guard's life.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0777"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Every file and folder (with a trailing `/`) under the disk, relative to it.
+    fn files(&self) -> Vec<String> {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    out.push(format!("{}/", path.strip_prefix(root).unwrap().display()));
+                    walk(&path, root, out);
+                } else {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir, &self.dir, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).output();
+    }
+}
+
+#[test]
+fn a_full_disk_while_writing_a_version_changes_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let env = TestEnv::new();
+    let disk = SmallDisk::mount(&env.path("disk"), "2m");
+    let root = disk.dir.display().to_string();
+    let synth = |identities: &str, dim: &str| {
+        env.run(&[
+            "--json",
+            "dataset",
+            "synth",
+            "--name",
+            "full",
+            "--identities",
+            identities,
+            "--per-identity",
+            "10",
+            "--dim",
+            dim,
+            "--shards",
+            "4",
+            "--seed",
+            "3",
+            "--dataset-root",
+            &root,
+        ])
+    };
+    let first = synth("100", "8");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let files = disk.files();
+    assert!(
+        files.iter().any(|f| f.ends_with("manifest.json")),
+        "{files:?}"
+    );
+
+    // 50,000 faces × 128 floats do not fit in 2 MB.
+    let second = synth("5000", "128");
+    let said = String::from_utf8_lossy(&second.stderr).to_string();
+    assert!(!second.status.success(), "the second version cannot fit");
+    assert!(
+        said.contains("No space left on device") && said.contains(&root),
+        "says what and where: {said}"
+    );
+    assert_eq!(disk.files(), files, "no stray files, nothing of v2 left");
+    let versions: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "dataset", "list"])).unwrap();
+    let versions: Vec<(i64, bool)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["current"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        vec![(1, true)],
+        "no version registered; v1 still current"
+    );
+    // And v1 still answers.
+    let face = env.insert_histories(&[1]);
+    env.ok(&["run", "-w", "1", "--dataset", "full"]);
+    assert_eq!(env.history_states(&face)[0].0, "FINISHED");
+}

@@ -231,8 +231,14 @@ impl Storage {
                     std::fs::create_dir_all(dir).map_err(|e| self.fail(key, e))?;
                 }
                 let tmp = temporary_path(&path);
-                std::fs::write(&tmp, &data).map_err(|e| self.fail(key, e))?;
-                std::fs::rename(&tmp, &path).map_err(|e| self.fail(key, e))
+                let written =
+                    std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &path));
+                written.map_err(|e| {
+                    // A full disk, a quota: leave nothing behind, not even the folder.
+                    let _ = std::fs::remove_file(&tmp);
+                    prune_empty_dirs(root, &path);
+                    self.fail(key, e)
+                })
             }
             Backend::S3 {
                 client,
@@ -284,14 +290,7 @@ impl Storage {
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.fail(key, e)),
                     _ => {
-                        // Folders exist only to hold objects, as on S3: drop the ones left empty.
-                        let mut dir = path.parent();
-                        while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
-                            if std::fs::remove_dir(d).is_err() {
-                                break;
-                            }
-                            dir = d.parent();
-                        }
+                        prune_empty_dirs(root, &path);
                         Ok(())
                     }
                 }
@@ -463,6 +462,18 @@ fn describe_error(error: &dyn std::error::Error) -> String {
 /// The SDK's Display for errors is just "service error"; the chain names the actual cause.
 fn describe_sdk_error<E: std::error::Error + 'static>(error: &E) -> String {
     describe_error(error)
+}
+
+/// Folders exist only to hold objects, as on S3: drops the ones above `path` left empty, up to
+/// (not including) `root`.
+fn prune_empty_dirs(root: &Path, path: &Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
 }
 
 /// A local file's bytes, mapped rather than copied: a shard is read once, so copying it through
