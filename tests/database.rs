@@ -343,33 +343,6 @@ fn a_password_is_never_printed() {
     }
 }
 
-/// Every table's rows, as text: what "nothing changed" is compared on.
-fn snapshot(db: &TestDb) -> Vec<String> {
-    let mut client = db.client();
-    let tables: Vec<String> = client
-        .query(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut rows = vec![format!("tables: {tables:?}")];
-    for table in tables {
-        for row in client
-            .query(
-                &format!("SELECT t::text FROM \"{table}\" t ORDER BY 1"),
-                &[],
-            )
-            .unwrap()
-        {
-            rows.push(format!("{table}: {}", row.get::<_, String>(0)));
-        }
-    }
-    rows
-}
-
 #[test]
 fn only_db_migrate_changes_the_schema() {
     // A database without the schema: every command stops, and creates nothing.
@@ -392,7 +365,7 @@ fn only_db_migrate_changes_the_schema() {
             "{args:?}: {said}"
         );
     }
-    assert_eq!(snapshot(&fresh), vec!["tables: []".to_string()], "no DDL");
+    assert_eq!(fresh.snapshot(), vec!["tables: []".to_string()], "no DDL");
 
     let env = TestEnv::new();
     env.ok(&[
@@ -437,7 +410,7 @@ fn only_db_migrate_changes_the_schema() {
             &[&(version as i32)],
         )
         .unwrap();
-    let before = snapshot(&env.db);
+    let before = env.db.snapshot();
     let older = format!(
         "schema is at V{}, this facematch needs V{version}: run `facematch db migrate`",
         version - 1
@@ -452,7 +425,7 @@ fn only_db_migrate_changes_the_schema() {
         assert!(text(&out).contains(&older), "{args:?}: {}", text(&out));
     }
     assert_eq!(
-        snapshot(&env.db),
+        env.db.snapshot(),
         before,
         "an older schema: nothing changed"
     );
@@ -472,7 +445,7 @@ fn only_db_migrate_changes_the_schema() {
             &[&(version as i32 + 1)],
         )
         .unwrap();
-    let before = snapshot(&env.db);
+    let before = env.db.snapshot();
     assert!(env.ok(&["show", &id]).contains("PENDING"));
     env.ok(&["dataset", "list"]);
     let newer = format!(
@@ -484,7 +457,7 @@ fn only_db_migrate_changes_the_schema() {
         assert!(!out.status.success(), "{args:?}");
         assert!(text(&out).contains(&newer), "{args:?}: {}", text(&out));
     }
-    assert_eq!(snapshot(&env.db), before, "a newer schema: nothing written");
+    assert_eq!(env.db.snapshot(), before, "a newer schema: nothing written");
     client
         .execute(
             "DELETE FROM refinery_schema_history WHERE version = $1",

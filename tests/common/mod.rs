@@ -67,6 +67,33 @@ impl TestDb {
         }
     }
 
+    /// Every table's rows, as text: what "nothing changed" is compared on.
+    pub fn snapshot(&self) -> Vec<String> {
+        let mut client = self.client();
+        let tables: Vec<String> = client
+            .query(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut rows = vec![format!("tables: {tables:?}")];
+        for table in tables {
+            for row in client
+                .query(
+                    &format!("SELECT t::text FROM \"{table}\" t ORDER BY 1"),
+                    &[],
+                )
+                .unwrap()
+            {
+                rows.push(format!("{table}: {}", row.get::<_, String>(0)));
+            }
+        }
+        rows
+    }
+
     /// A new connection to the test's database.
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test database")
