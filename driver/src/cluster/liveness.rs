@@ -146,8 +146,8 @@ impl Watcher {
     }
 
     /// One look at the heartbeats: what went wrong if a process's beat has not changed (or
-    /// could not be read) for the run's peer timeout. Before the member list is published there is nothing to watch (the
-    /// assembly has its own timeout).
+    /// could not be read) for the run's peer timeout. Before the member list is published there
+    /// is nothing to watch (the assembly has its own timeout).
     pub fn lost(&mut self, rendezvous: &Rendezvous) -> Result<Option<String>> {
         if self.members.is_none() {
             let Some(members) = rendezvous.try_members()? else {

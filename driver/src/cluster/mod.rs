@@ -6,8 +6,9 @@
 //! process binds a free port and registers its `host:port` and pid: at `peers/<index>` when it
 //! was started with its position, or under `joiners/` when any position will do (hosts an EMR
 //! bootstrap action started do not know theirs). Process 0 — or the driver, when every process
-//! is a joiner (`--runner hosts`) — waits, bounded, until every position is taken, filling the open ones with joiners, and publishes the ordered list
-//! (`cluster.json`); only then does anyone start timely. A process that never comes is therefore
+//! is a joiner (`--runner hosts`) — waits, bounded, until every position is taken, filling the
+//! open ones with joiners, and publishes the ordered list (`cluster.json`); only then does
+//! anyone start timely. A process that never comes is therefore
 //! named in an error instead of timely retrying its connection forever. Process 0 writes
 //! `output.json` when the dataflow is done.
 //!

@@ -1,7 +1,7 @@
 //! Watching a run on EMR until it ends: DescribeCluster and DescribeStep with backoff, the run's
 //! rendezvous for its output and its processes' heartbeats (a node cut off from the others
-//! leaves the step running but stuck), and a limit; whatever happens, the cluster the run started is
-//! terminated (success, failure, timeout, Ctrl-C).
+//! leaves the step running but stuck), and a limit; whatever happens, the cluster the run
+//! started is terminated (success, failure, timeout, Ctrl-C).
 
 use super::Emr;
 use crate::cluster::{Rendezvous, Watcher};
