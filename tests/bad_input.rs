@@ -60,26 +60,10 @@ fn storage(env: &TestEnv) -> Vec<(String, Vec<u8>)> {
     objects
 }
 
-/// A dataset version `name` of its own, made for one corruption.
-/// (The same faces as `base`: face ids are global.)
+/// A dataset version `name` of its own, made for one corruption: the same faces as `base`
+/// (face ids are global).
 fn version(env: &TestEnv, name: &str) {
-    env.ok(&[
-        "dataset",
-        "synth",
-        "--name",
-        name,
-        "--identities",
-        "50",
-        "--per-identity",
-        "2",
-        "--dim",
-        "8",
-        "--shards",
-        "2",
-        "--seed",
-        "2",
-        "--no-current",
-    ]);
+    env.synth(name, [50, 2, 8, 2, 2], &["--no-current"]);
 }
 
 /// Rewrites the manifest of `name@v1` through `change`.

@@ -12,16 +12,6 @@ use common::TestEnv;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn summary(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON summary ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// `--json run` with a one-second lease and the fault `fault`, started in the background.
 fn spawn_run(env: &TestEnv, fault: &str) -> Child {
     env.command(&["--json", "run", "-w", "1", "--lease-secs", "1"])
@@ -66,22 +56,7 @@ fn wait_stopped(pid: u32) {
 #[test]
 fn a_run_paused_past_its_lease_writes_nothing_and_another_run_answers_its_histories() {
     let env = TestEnv::new();
-    env.ok(&[
-        "dataset",
-        "synth",
-        "--name",
-        "f",
-        "--identities",
-        "2000",
-        "--per-identity",
-        "10",
-        "--dim",
-        "32",
-        "--shards",
-        "4",
-        "--seed",
-        "9",
-    ]);
+    env.synth("f", [2000, 10, 32, 4, 9], &[]);
     // 600 histories: three write transactions of 256.
     let faces: Vec<i64> = (0..600).map(|i| 1 + i * 31).collect();
     let reference = env.insert_histories(&faces);
@@ -95,11 +70,11 @@ fn a_run_paused_past_its_lease_writes_nothing_and_another_run_answers_its_histor
     let slow = spawn_run(&env, "pause-before-write:3000");
     wait_running(&env, &ids);
     std::thread::sleep(Duration::from_millis(1500));
-    let second = summary(&env.run(&["--json", "run", "-w", "1"]));
+    let second = common::json_summary(&env.run(&["--json", "run", "-w", "1"]));
     assert_eq!(second["requeued"], 0, "{second}");
     assert_eq!(second["claimed"], 0, "{second}");
     let out = slow.wait_with_output().unwrap();
-    let first = summary(&out);
+    let first = common::json_summary(&out);
     assert!(out.status.success(), "{first}");
     assert_eq!(first["finished"], 600, "{first}");
     assert_eq!(first["lost"], 0, "{first}");
@@ -113,13 +88,13 @@ fn a_run_paused_past_its_lease_writes_nothing_and_another_run_answers_its_histor
     wait_stopped(paused.id());
     assert!(env.history_states(&ids).iter().all(|s| s.0 == "RUNNING"));
     std::thread::sleep(Duration::from_millis(1500));
-    let second = summary(&env.run(&["--json", "run", "-w", "1"]));
+    let second = common::json_summary(&env.run(&["--json", "run", "-w", "1"]));
     assert_eq!(second["requeued"], 600, "the lease ran out: {second}");
     assert_eq!(second["finished"], 600, "{second}");
     // SAFETY: kill(2) on the pid of a child this test spawned.
     assert_eq!(unsafe { libc::kill(paused.id() as i32, libc::SIGCONT) }, 0);
     let out = paused.wait_with_output().unwrap();
-    let late = summary(&out);
+    let late = common::json_summary(&out);
     assert!(out.status.success(), "{late}");
     assert_eq!(late["finished"], 0, "{late}");
     assert_eq!(late["lost"], 600, "{late}");
@@ -143,22 +118,7 @@ fn a_run_paused_past_its_lease_writes_nothing_and_another_run_answers_its_histor
 fn a_driver_killed_mid_run_takes_its_workers_with_it_and_the_next_run_rescues_its_histories() {
     let env = TestEnv::new();
     // 150k faces × 600 histories: seconds of scanning on two worker processes.
-    env.ok(&[
-        "dataset",
-        "synth",
-        "--name",
-        "big",
-        "--identities",
-        "15000",
-        "--per-identity",
-        "10",
-        "--dim",
-        "128",
-        "--shards",
-        "8",
-        "--seed",
-        "5",
-    ]);
+    env.synth("big", [15000, 10, 128, 8, 5], &[]);
     let faces: Vec<i64> = (0..600).map(|i| 1 + i * 241).collect();
     let ids = env.insert_histories(&faces);
     let tmp = env.path("tmp");
@@ -209,7 +169,7 @@ fn a_driver_killed_mid_run_takes_its_workers_with_it_and_the_next_run_rescues_it
     // The claim stays RUNNING until its lease runs out; then the next run rescues it.
     assert!(env.history_states(&ids).iter().all(|s| s.0 == "RUNNING"));
     std::thread::sleep(Duration::from_millis(2500));
-    let next = summary(&env.run(&["--json", "run", "-w", "2"]));
+    let next = common::json_summary(&env.run(&["--json", "run", "-w", "2"]));
     assert_eq!(next["requeued"], 600, "{next}");
     assert_eq!(next["finished"], 600, "{next}");
     assert!(
@@ -226,22 +186,7 @@ fn a_driver_killed_mid_run_takes_its_workers_with_it_and_the_next_run_rescues_it
 fn runs_through_a_faulty_s3_give_the_clean_results_and_requeue_when_it_is_gone() {
     let env = TestEnv::new();
     // 12 shards: every run makes dozens of requests.
-    env.ok(&[
-        "dataset",
-        "synth",
-        "--name",
-        "s3f",
-        "--identities",
-        "3000",
-        "--per-identity",
-        "10",
-        "--dim",
-        "48",
-        "--shards",
-        "12",
-        "--seed",
-        "13",
-    ]);
+    env.synth("s3f", [3000, 10, 48, 12, 13], &[]);
     let faces: Vec<i64> = (0..40).map(|i| 1 + i * 701).collect();
     let reference = env.insert_histories(&faces);
     env.ok(&["run", "-w", "1"]);
@@ -255,7 +200,7 @@ fn runs_through_a_faulty_s3_give_the_clean_results_and_requeue_when_it_is_gone()
     for runner in ["inline", "processes:2", "processes:3x2"] {
         let ids = env.insert_histories(&faces);
         let out = env.run(&["--json", "run", "--runner", runner, "-w", "1"]);
-        let done = summary(&out);
+        let done = common::json_summary(&out);
         assert!(out.status.success(), "{runner}: {done}");
         assert_eq!(done["finished"], 40, "{runner}: {done}");
         assert_eq!(env.history_items(&ids), expected, "{runner} through faults");
@@ -283,7 +228,7 @@ fn runs_through_a_faulty_s3_give_the_clean_results_and_requeue_when_it_is_gone()
     faults.set_per_mille(1000);
     let ids = env.insert_histories(&faces);
     let out = env.run(&["--json", "run", "-w", "1"]);
-    let gone = summary(&out);
+    let gone = common::json_summary(&out);
     assert_eq!(out.status.code(), Some(3), "{gone}");
     assert_eq!(gone["requeued_after_failure"], 40, "{gone}");
     assert!(
@@ -361,22 +306,7 @@ impl Drop for OwnServer {
 fn postgres_restarted_mid_run_costs_nothing() {
     let (server, admin) = OwnServer::start();
     let env = TestEnv::with(common::TestDb::create_on(admin), common::S3Server::start());
-    env.ok(&[
-        "dataset",
-        "synth",
-        "--name",
-        "pg",
-        "--identities",
-        "3000",
-        "--per-identity",
-        "10",
-        "--dim",
-        "48",
-        "--shards",
-        "6",
-        "--seed",
-        "21",
-    ]);
+    env.synth("pg", [3000, 10, 48, 6, 21], &[]);
     let faces: Vec<i64> = (0..300).map(|i| 1 + i * 97).collect();
     let reference = env.insert_histories(&faces);
     env.ok(&["run", "-w", "1"]);
@@ -397,7 +327,7 @@ fn postgres_restarted_mid_run_costs_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let second = server.restart();
     let out = run.wait_with_output().unwrap();
-    let done = summary(&out);
+    let done = common::json_summary(&out);
     assert!(
         out.status.success(),
         "{done}\n{}",

@@ -18,7 +18,7 @@ mod common;
 
 use common::{ACCESS_KEY, REGION, SECRET_KEY, TestEnv};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The bridge's subnet: the driver is `.1`, worker host `i` is `.11 + i`.
@@ -262,16 +262,6 @@ fn hosts_run(env: &TestEnv) -> Command {
     cmd
 }
 
-fn summary(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON summary ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// The runs under the pool, as folders of the S3 server's bucket.
 fn runs(bucket: &Path) -> Vec<PathBuf> {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(bucket.join("pool/runs"))
@@ -297,22 +287,7 @@ fn hosts_in_their_own_network_namespaces_match_inline_and_survive_a_partition() 
     let env = TestEnv::with_s3(common::S3Server::start_on(&format!("{SUBNET}.1")));
     let bucket = env.s3.root().join(common::BUCKET);
     // 30,000 faces in 6 shards: two per host.
-    env.ok(&[
-        "dataset",
-        "synth",
-        "--name",
-        "net",
-        "--identities",
-        "3000",
-        "--per-identity",
-        "10",
-        "--dim",
-        "48",
-        "--shards",
-        "6",
-        "--seed",
-        "11",
-    ]);
+    env.synth("net", [3000, 10, 48, 6, 11], &[]);
     let faces: Vec<i64> = (0..8).map(|i| 1 + i * 3701).collect();
     let inline_ids = env.insert_histories(&faces);
     env.ok(&["run", "--dataset", "net", "--runner", "inline", "-w", "1"]);
@@ -324,7 +299,7 @@ fn hosts_in_their_own_network_namespaces_match_inline_and_survive_a_partition() 
     network.start_workers(&env, &logs);
     let ids = env.insert_histories(&faces);
     let out = hosts_run(&env).output().unwrap();
-    let first = summary(&out);
+    let first = common::json_summary(&out);
     assert!(
         out.status.success(),
         "{first}\n{}",
@@ -403,7 +378,7 @@ fn hosts_in_their_own_network_namespaces_match_inline_and_survive_a_partition() 
 
     let out = driver.wait_with_output().unwrap();
     let ended = partitioned.elapsed();
-    let second = summary(&out);
+    let second = common::json_summary(&out);
     assert_eq!(out.status.code(), Some(3), "{second}");
     let error = second["error"].as_str().unwrap_or_default();
     assert!(
@@ -467,7 +442,7 @@ fn hosts_in_their_own_network_namespaces_match_inline_and_survive_a_partition() 
     network.restore_links();
     network.start_workers(&env, &env.path("logs-after"));
     let out = hosts_run(&env).output().unwrap();
-    let third = summary(&out);
+    let third = common::json_summary(&out);
     assert!(out.status.success(), "{third}");
     assert_eq!(third["finished"], 8, "{third}");
     assert_eq!(env.history_items(&ids), expected);

@@ -240,22 +240,7 @@ fn the_portable_worker_binary_gives_the_inline_results() {
 fn a_worker_killed_mid_run_requeues_its_histories_and_the_next_run_finishes_them() {
     let env = TestEnv::new();
     // 150k faces × 600 histories: seconds of scanning, so the kill lands mid-run.
-    env.ok(&[
-        "dataset",
-        "synth",
-        "--name",
-        "big",
-        "--identities",
-        "15000",
-        "--per-identity",
-        "10",
-        "--dim",
-        "128",
-        "--shards",
-        "8",
-        "--seed",
-        "5",
-    ]);
+    env.synth("big", [15000, 10, 128, 8, 5], &[]);
     let faces: Vec<i64> = (0..600).map(|i| 1 + i * 241).collect();
     let ids = env.insert_histories(&faces);
     // The first 10 histories already died in an earlier run: with --max-attempts 2 this is their

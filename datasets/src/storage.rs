@@ -193,30 +193,32 @@ impl Storage {
                 prefix,
             } => {
                 runtime().block_on(async {
-                    let fetch =
-                        || async {
-                            let object = client
-                                .get_object()
-                                .bucket(bucket)
-                                .key(Self::s3_key(prefix, key))
-                                .send()
-                                .await
-                                .map_err(|e| self.sdk_fail(key, &e))?;
-                            // A body cut short fails here, after the SDK's own retries are over.
-                            let body = object.body.collect().await.map_err(|e| {
-                                DatasetError::Unavailable {
-                                    uri: self.uri_of(key),
-                                    message: format!("{BODY_CUT_SHORT}: {}", describe_error(&e)),
-                                }
-                            })?;
-                            Ok(body.into_bytes())
-                        };
+                    // Err((error, true)): the body was cut short, worth fetching again.
+                    let fetch = || async {
+                        let object = client
+                            .get_object()
+                            .bucket(bucket)
+                            .key(Self::s3_key(prefix, key))
+                            .send()
+                            .await
+                            .map_err(|e| (self.sdk_fail(key, &e), false))?;
+                        // A body cut short fails here, after the SDK's own retries are over.
+                        let body = object.body.collect().await.map_err(|e| {
+                            let error = DatasetError::Unavailable {
+                                uri: self.uri_of(key),
+                                message: format!("the body was cut short: {}", describe_error(&e)),
+                            };
+                            (error, true)
+                        })?;
+                        Ok(body.into_bytes())
+                    };
                     fetch
                         .retry(body_retries())
                         // Only the body: the SDK has already retried the request itself.
-                        .when(|e: &DatasetError| e.to_string().contains(BODY_CUT_SHORT))
-                        .notify(|e, after| tracing::debug!("retrying in {after:?}: {e}"))
+                        .when(|(_, body_cut_short)| *body_cut_short)
+                        .notify(|(e, _), after| tracing::debug!("retrying in {after:?}: {e}"))
                         .await
+                        .map_err(|(error, _)| error)
                 })
             }
         }
@@ -383,9 +385,6 @@ impl Storage {
 /// (5xx, throttling, timeouts, dropped connections): enough that a storage answering one request
 /// in five with an error is still read completely.
 const S3_ATTEMPTS: u32 = 10;
-
-/// How a GetObject whose body ended early is told apart (and retried).
-const BODY_CUT_SHORT: &str = "the body was cut short";
 
 /// Retries of a whole GetObject whose body was cut short (the SDK retries requests, not bodies).
 fn body_retries() -> backon::ExponentialBuilder {

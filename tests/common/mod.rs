@@ -387,6 +387,32 @@ impl TestEnv {
         cmd
     }
 
+    /// `facematch dataset synth` of `identities` × `per_identity` faces of dimension `dim` in
+    /// `shards` shards from `seed`, with `extra` flags; asserts success.
+    pub fn synth(
+        &self,
+        name: &str,
+        [identities, per_identity, dim, shards, seed]: [u32; 5],
+        extra: &[&str],
+    ) {
+        let numbers = [identities, per_identity, dim, shards, seed].map(|n| n.to_string());
+        let mut args = vec!["dataset", "synth", "--name", name];
+        for (flag, value) in [
+            "--identities",
+            "--per-identity",
+            "--dim",
+            "--shards",
+            "--seed",
+        ]
+        .into_iter()
+        .zip(&numbers)
+        {
+            args.extend([flag, value.as_str()]);
+        }
+        args.extend(extra);
+        self.ok(&args);
+    }
+
     /// Runs `facematch ARGS` and returns its output, whatever the exit status.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("start facematch")
@@ -476,4 +502,15 @@ pub fn local_workers(tmp: &Path, processes: usize, deadline: Instant) -> Vec<i32
 pub fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// The JSON summary a `--json` command printed, or a panic showing what it printed instead.
+pub fn json_summary(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }

@@ -161,19 +161,7 @@ pub fn connector(settings: &TlsSettings) -> Result<(postgres::config::SslMode, M
         SslMode::Disable => None,
         _ => trusted_roots(settings)?,
     };
-    let verifier: Arc<dyn ServerCertVerifier> = match (settings.mode, roots) {
-        (SslMode::VerifyFull, Some(roots)) => {
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .context("sslrootcert")?
-        }
-        (SslMode::VerifyCa | SslMode::Prefer | SslMode::Require, Some(roots)) => {
-            Arc::new(ChainOnly(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .context("sslrootcert")?,
-            ))
-        }
+    let chain = match (settings.mode, roots) {
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => bail!(
             "sslmode={} needs the CA that signed the server's certificate: sslrootcert=FILE (a \
              PEM file, e.g. RDS's global-bundle.pem) or sslrootcert=system",
@@ -183,9 +171,19 @@ pub fn connector(settings: &TlsSettings) -> Result<(postgres::config::SslMode, M
                 "verify-full"
             }
         ),
+        (_, Some(roots)) => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .context("sslrootcert")?,
+        ),
         // disable never uses it; prefer and require without a root certificate only encrypt.
-        (SslMode::Disable, _) | (_, None) => Arc::new(EncryptOnly(provider.clone())),
+        (_, None) => None,
     };
+    let verifier = Arc::new(LibpqVerifier {
+        chain,
+        check_name: settings.mode == SslMode::VerifyFull,
+        provider: provider.clone(),
+    });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -254,11 +252,20 @@ fn trusted_roots(settings: &TlsSettings) -> Result<Option<RootCertStore>> {
     Ok(Some(roots))
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name is not checked.
+/// What libpq checks of the server's certificate: nothing (`prefer` and `require` without a
+/// root certificate: encrypted, the handshake's signatures still checked), the chain to a trusted
+/// CA (`verify-ca`, or a root certificate given), or the chain and the host's name
+/// (`verify-full`).
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct LibpqVerifier {
+    /// The trusted CAs' verifier, when the chain is checked.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    /// Whether the certificate must name the host.
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -267,55 +274,15 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without a root certificate: encrypted, the certificate unchecked (the
-/// handshake's signatures still are), as libpq.
-#[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -328,7 +295,7 @@ impl ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -342,12 +309,14 @@ impl ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
