@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/facematch
 
-.PHONY: setup sample-photos demo test lint fmt build worker-binary throughput build-throughput infra-check bench bench-pgvector clean-local
+.PHONY: setup sample-photos demo test soak lint fmt build worker-binary throughput build-throughput infra-check bench bench-pgvector clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -30,6 +30,10 @@ demo: build
 test: setup
 	@scripts/test.sh
 	@scripts/infra-check.sh
+
+## soak: the load cases at full size (100,000 histories over 1M faces; four schedulers while 20,000 arrive): peak RSS, histories/s
+soak: setup
+	@scripts/test.sh --test load -- --ignored --nocapture --test-threads 1
 
 ## infra-check: terraform fmt -check and checkov (venv, --skip-download) on infra/terraform
 infra-check:

@@ -302,6 +302,30 @@ impl Drop for OwnServer {
     }
 }
 
+/// Waits until a write transaction of a run is open: its items inserted, not yet committed.
+fn wait_for_open_write(env: &TestEnv) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The server may still be coming back from the first restart.
+        let open = postgres::Client::connect(&env.db.url, postgres::NoTls).and_then(|mut db| {
+            db.query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE state = 'idle in transaction' AND query LIKE 'INSERT INTO history_items%'",
+                &[],
+            )
+            .map(|row| row.get::<_, i64>(0))
+        });
+        if open.is_ok_and(|n| n > 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write transaction was ever open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn postgres_restarted_mid_run_costs_nothing() {
     let (server, admin) = OwnServer::start();
@@ -312,19 +336,31 @@ fn postgres_restarted_mid_run_costs_nothing() {
     env.ok(&["run", "-w", "1"]);
     let expected = env.history_items(&reference);
 
-    // Restarted while the run scans, and again before it writes: the heartbeat and the write
-    // reconnect, the lease (4 s) never runs out, and the run finishes everything itself.
+    // Restarted while the run scans, and again inside its first write transaction (items
+    // inserted, not committed): the heartbeat and the write reconnect, the lease (4 s) never
+    // runs out, the cut transaction leaves nothing, and the run writes it again and goes on to
+    // its next passes.
     let ids = env.insert_histories(&faces);
     let run = env
-        .command(&["--json", "run", "-w", "1", "--lease-secs", "4"])
-        .env("FACEMATCH_FAULT", "pause-before-write:3000")
+        .command(&[
+            "--json",
+            "run",
+            "-w",
+            "1",
+            "--lease-secs",
+            "4",
+            "--batch-size",
+            "100",
+        ])
+        .env("FACEMATCH_FAULT", "pause-in-write:3000")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_running(&env, &ids);
+    // The first pass's hundred.
+    wait_running(&env, &ids[..100]);
     let first = server.restart();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_open_write(&env);
     let second = server.restart();
     let out = run.wait_with_output().unwrap();
     let done = common::json_summary(&out);
@@ -334,7 +370,13 @@ fn postgres_restarted_mid_run_costs_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(done["finished"], 300, "{done}");
+    assert_eq!(done["passes"], 3, "{done}");
     assert_eq!(done["lost"], 0, "{done}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("lost the database"),
+        "the write never saw its connection cut: {log}"
+    );
     assert_eq!(env.history_items(&ids), expected);
     assert!(
         env.history_states(&ids)

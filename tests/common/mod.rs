@@ -21,6 +21,63 @@ pub const REGION: &str = "us-east-1";
 /// The bucket every test environment gets.
 pub const BUCKET: &str = "faces";
 
+/// One kind of question an application asks: how the test histories vary.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryKind {
+    pub method: &'static str,
+    pub filter: &'static str,
+    pub max_results: usize,
+    pub exclude_self: bool,
+    pub max_distance: Option<f64>,
+}
+
+impl HistoryKind {
+    /// The reference's query for this kind about `face`.
+    pub fn reference(&self, face: &reference::RefFace) -> reference::RefQuery {
+        reference::RefQuery {
+            method: self.method,
+            filter: self.filter,
+            max_results: self.max_results,
+            exclude: self.exclude_self.then_some(face.id),
+            max_distance: self.max_distance,
+            encoding: face.encoding.clone(),
+        }
+    }
+}
+
+/// The four kinds test histories cycle through: cosine over all sources, euclidean over
+/// actors, cosine over users keeping the face itself, euclidean within a distance.
+pub const HISTORY_KINDS: [HistoryKind; 4] = [
+    HistoryKind {
+        method: "cosine",
+        filter: "all",
+        max_results: 10,
+        exclude_self: true,
+        max_distance: None,
+    },
+    HistoryKind {
+        method: "euclidean",
+        filter: "actor",
+        max_results: 25,
+        exclude_self: true,
+        max_distance: None,
+    },
+    HistoryKind {
+        method: "cosine",
+        filter: "user",
+        max_results: 5,
+        exclude_self: false,
+        max_distance: None,
+    },
+    HistoryKind {
+        method: "euclidean",
+        filter: "all",
+        max_results: 50,
+        exclude_self: true,
+        max_distance: Some(0.9),
+    },
+];
+
 /// A database created for one test and dropped when it ends.
 pub struct TestDb {
     admin_url: String,
@@ -314,17 +371,10 @@ impl TestEnv {
     }
 
     /// Histories for `faces`, inserted with SQL as an application would (hundreds of CLI calls
-    /// would dominate a test's time), cycling through four kinds: cosine over all sources,
-    /// euclidean over actors, cosine over users keeping the face itself, euclidean within a
-    /// distance. Returns their ids.
+    /// would dominate a test's time), cycling through the four [`HISTORY_KINDS`]. Returns their
+    /// ids.
     pub fn insert_histories(&self, faces: &[i64]) -> Vec<i64> {
         let mut client = self.db.client();
-        let variants: [(&str, &str, i32, bool, Option<f64>); 4] = [
-            ("cosine", "all", 10, true, None),
-            ("euclidean", "actor", 25, true, None),
-            ("cosine", "user", 5, false, None),
-            ("euclidean", "all", 50, true, Some(0.9)),
-        ];
         let insert = client
             .prepare(
                 "INSERT INTO histories (in_face_id, similarity_method, face_source_filter,
@@ -336,12 +386,67 @@ impl TestEnv {
             .iter()
             .enumerate()
             .map(|(i, face)| {
-                let (method, filter, n, exclude, distance) = variants[i % variants.len()];
+                let k = &HISTORY_KINDS[i % HISTORY_KINDS.len()];
+                let n = k.max_results as i32;
                 client
-                    .query_one(&insert, &[face, &method, &filter, &n, &exclude, &distance])
+                    .query_one(
+                        &insert,
+                        &[
+                            face,
+                            &k.method,
+                            &k.filter,
+                            &n,
+                            &k.exclude_self,
+                            &k.max_distance,
+                        ],
+                    )
                     .unwrap()
                     .get(0)
             })
+            .collect()
+    }
+
+    /// `count` histories in one INSERT, as a busy application's backlog: history `g` asks about
+    /// face `first_face + (g × stride) mod faces` with kind `g mod 4` of [`HISTORY_KINDS`].
+    /// Returns (id, query face, kind) in insertion order.
+    pub fn insert_backlog(
+        &self,
+        count: i64,
+        (first_face, faces): (i64, i64),
+        stride: i64,
+    ) -> Vec<(i64, i64, usize)> {
+        let column =
+            |f: fn(&HistoryKind) -> String| HISTORY_KINDS.iter().map(f).collect::<Vec<_>>();
+        let methods = column(|k| k.method.to_string());
+        let filters = column(|k| k.filter.to_string());
+        let ns: Vec<i32> = HISTORY_KINDS.iter().map(|k| k.max_results as i32).collect();
+        let excludes: Vec<bool> = HISTORY_KINDS.iter().map(|k| k.exclude_self).collect();
+        let distances: Vec<Option<f64>> = HISTORY_KINDS.iter().map(|k| k.max_distance).collect();
+        self.db
+            .client()
+            .query(
+                "INSERT INTO histories (in_face_id, similarity_method, face_source_filter,
+                                        max_results, exclude_self, max_distance)
+                 SELECT $1::bigint + (g * $3::bigint) % $2::bigint, ($4::text[])[g % 4 + 1], ($5::text[])[g % 4 + 1],
+                        ($6::int[])[g % 4 + 1], ($7::bool[])[g % 4 + 1], ($8::float8[])[g % 4 + 1]
+                   FROM generate_series(0, $9::bigint - 1) g ORDER BY g
+                 RETURNING id, in_face_id",
+                &[
+                    &first_face,
+                    &faces,
+                    &stride,
+                    &methods,
+                    &filters,
+                    &ns,
+                    &excludes,
+                    &distances,
+                    &count,
+                ],
+            )
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(g, row)| (row.get(0), row.get(1), g % HISTORY_KINDS.len()))
             .collect()
     }
 
@@ -513,4 +618,51 @@ pub fn json_summary(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Runs `cmd` to the end and returns its output and its peak resident set size in bytes (the
+/// largest of the process and the children it waited for, as `wait4(2)` reports it).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child cannot do
+pub fn output_with_peak_rss(cmd: &mut Command) -> (Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                pipe.read_to_end(&mut bytes)
+                    .expect("read the child's output");
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which std has not reaped (we never call its wait).
+    let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, child.id() as i32, "wait4 failed");
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
 }

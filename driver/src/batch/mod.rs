@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub print_plan: bool,
     /// Run on a remote cluster even when this machine would finish first.
     pub force: bool,
+    /// Histories per pass (None: [`DEFAULT_BATCH_SIZE`] on local runners, all on remote ones).
+    pub batch_size: Option<usize>,
 }
 
 /// The planner refused the run: nothing was claimed.
@@ -71,6 +73,7 @@ impl Default for RunOptions {
             s3: S3Options::default(),
             print_plan: false,
             force: false,
+            batch_size: None,
         }
     }
 }
@@ -84,8 +87,11 @@ pub struct RunSummary {
     pub runner: String,
     /// Dataset version scanned.
     pub dataset: String,
-    /// Histories claimed.
+    /// Histories claimed, over all passes.
     pub claimed: usize,
+    /// Passes over the dataset: each claims at most `--batch-size` histories, answers them and
+    /// writes them back before the next claims more.
+    pub passes: u32,
     /// Histories FINISHED.
     pub finished: u64,
     /// Histories ERROR (rejected at claim or failed run).
@@ -117,6 +123,19 @@ pub struct RunSummary {
     pub warnings: Vec<String>,
 }
 
+impl RunSummary {
+    /// Counts one pass's claim in.
+    fn add_claim(&mut self, claim: &Claim) {
+        self.passes += 1;
+        self.claimed += claim.queries.len() + claim.rejected.len();
+        self.errored += claim.rejected.len() as u64;
+        let ids = claim.queries.iter().map(|q| q.history_id);
+        self.history_ids
+            .extend(ids.chain(claim.rejected.iter().map(|(id, _)| *id)));
+        self.history_ids.sort_unstable();
+    }
+}
+
 /// Runs every claimable PENDING history (within `options.scope`) in one pass on `runner`.
 pub fn run_pending(
     database_url: &str,
@@ -137,41 +156,87 @@ pub fn run_pending(
 
     let run_id = job_runs::start(&mut client, &summary.runner, dataset.id, &summary.dataset)?;
     summary.run_id = Some(run_id);
-    let claim = claim(
-        &mut client,
-        run_id,
-        options,
-        &dataset,
-        &manifest,
-        &mut summary,
-    )?;
-    if !claim.queries.is_empty() {
-        let spec = Arc::new(JobSpec {
-            root_uri: storage.root_uri().to_string(),
-            s3: options.s3.clone(),
-            manifest,
-            queries: claim.queries,
-        });
-        // The heartbeat covers the write too: the lease must outlive the last commit.
-        with_heartbeat(database_url, run_id, options.lease, || -> Result<()> {
+    let batch_size = options.batch_size.or_else(|| {
+        // A pass on a remote runner costs a cluster's start-up: by default it takes everything.
+        (!runner.capacity().remote).then_some(DEFAULT_BATCH_SIZE)
+    });
+    let scope = ClaimScope {
+        up_to: histories::newest_id(&mut client)?,
+        ..options.scope.clone()
+    };
+    let root_uri = storage.root_uri().to_string();
+    // The heartbeat covers every pass's write too: the lease must outlive the last commit.
+    with_heartbeat(database_url, run_id, options.lease, || -> Result<()> {
+        while let Some(take) = next_take(options.scope.limit, batch_size, summary.claimed) {
+            let claim_started = Instant::now();
+            let label = summary.runner.clone();
+            let claim = with_reconnect(&mut client, database_url, |client| {
+                let scope = ClaimScope {
+                    limit: take,
+                    ..scope.clone()
+                };
+                claim(client, run_id, options, &scope, &dataset, &manifest, &label)
+            })?;
+            summary.claim_ms += claim_started.elapsed().as_millis() as u64;
+            if claim.is_empty() {
+                break;
+            }
+            summary.add_claim(&claim);
+            if claim.queries.is_empty() {
+                continue;
+            }
+            let spec = Arc::new(JobSpec {
+                root_uri: root_uri.clone(),
+                s3: options.s3.clone(),
+                manifest: manifest.clone(),
+                queries: claim.queries,
+            });
             let scan_started = Instant::now();
             let (outcome, warnings) = execute(database_url, runner, run_id, spec.clone());
-            summary.warnings = warnings;
-            summary.scan_ms = scan_started.elapsed().as_millis() as u64;
+            summary.warnings.extend(warnings);
+            summary.scan_ms += scan_started.elapsed().as_millis() as u64;
             fault_point_before_write();
             let write_started = Instant::now();
             let outcome = Outcome::of(outcome);
             with_reconnect(&mut client, database_url, |client| {
                 write_back(client, run_id, options, &spec, &outcome, &mut summary)
             })?;
-            summary.write_ms = write_started.elapsed().as_millis() as u64;
-            Ok(())
-        })?;
-    }
+            summary.write_ms += write_started.elapsed().as_millis() as u64;
+            // A failed pass ends the run: the next pass would fail the same way. What is not
+            // claimed yet stays PENDING, its attempts untouched.
+            if summary.error.is_some() || crate::signals::stop_requested() {
+                break;
+            }
+        }
+        Ok(())
+    })?;
     with_reconnect(&mut client, database_url, |client| {
+        let released = histories::release(client, run_id)?;
+        if released > 0 {
+            tracing::warn!(run_id, released, "released histories claimed but never run");
+        }
         record_run(client, run_id, &summary)
     })?;
     Ok(summary)
+}
+
+/// Histories per pass on local runners when `--batch-size` is not given: large enough that
+/// reading the shards again costs little next to scoring (10,000 queries × 1M faces is ~40 s on
+/// one thread), small enough that a pass's queries and results stay a few megabytes.
+pub const DEFAULT_BATCH_SIZE: usize = 10_000;
+
+/// How many histories the next pass may claim (`Some(None)`: no bound), or None when the run
+/// has claimed its `limit` already.
+fn next_take(limit: Option<i64>, batch_size: Option<usize>, claimed: usize) -> Option<Option<i64>> {
+    let left = limit.map(|limit| (limit - claimed as i64).max(0));
+    if left == Some(0) {
+        return None;
+    }
+    let batch = batch_size.map(|b| b as i64);
+    Some(match (left, batch) {
+        (Some(l), Some(b)) => Some(l.min(b)),
+        (l, b) => l.or(b),
+    })
 }
 
 /// Runs `step`, and again on a new connection while the old one was lost (the server
@@ -257,35 +322,25 @@ fn plan_or_refuse(
     Ok(Some(plan))
 }
 
-/// Claims the histories of this run; the invalid ones are already ERROR.
+/// Claims one pass's histories within `scope`; the invalid ones are already ERROR.
 fn claim(
     client: &mut postgres::Client,
     run_id: i64,
     options: &RunOptions,
+    scope: &ClaimScope,
     dataset: &DatasetRow,
     manifest: &Manifest,
-    summary: &mut RunSummary,
+    runner_label: &str,
 ) -> Result<Claim> {
-    let started = Instant::now();
     let claim = histories::claim(
         client,
         run_id,
-        &options.scope,
+        scope,
         &dataset.label(),
         manifest.dim,
-        &summary.runner,
+        runner_label,
         options.lease,
     )?;
-    summary.claimed = claim.queries.len() + claim.rejected.len();
-    summary.errored = claim.rejected.len() as u64;
-    summary.history_ids = claim
-        .queries
-        .iter()
-        .map(|q| q.history_id)
-        .chain(claim.rejected.iter().map(|(id, _)| *id))
-        .collect();
-    summary.history_ids.sort_unstable();
-    summary.claim_ms = started.elapsed().as_millis() as u64;
     for (id, message) in &claim.rejected {
         tracing::warn!(history = id, "rejected: {message}");
     }
@@ -309,18 +364,36 @@ fn execute(
 /// or a suspended laptop would be) until someone sends SIGCONT; `pause-before-write:MS` sleeps
 /// MS milliseconds with the heartbeat running (a slow write). Unset, nothing happens.
 fn fault_point_before_write() {
-    let Ok(fault) = std::env::var("FACEMATCH_FAULT") else {
-        return;
-    };
-    if fault == "stop-before-write" {
-        // SAFETY: raise(2) with a valid signal number.
-        unsafe {
-            libc::raise(libc::SIGSTOP);
+    match injected_fault().as_deref() {
+        Some("stop-before-write") => {
+            // SAFETY: raise(2) with a valid signal number.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+            }
         }
-    } else if let Some(ms) = fault
-        .strip_prefix("pause-before-write:")
-        .and_then(|ms| ms.parse().ok())
-    {
+        Some(fault) => pause_if(fault, "pause-before-write:"),
+        None => {}
+    }
+}
+
+/// The tests' fault inside the write: `pause-in-write:MS` sleeps MS milliseconds once per
+/// process, with the first chunk's transaction open and uncommitted (where a restarted server
+/// cuts the write in half).
+fn fault_point_in_write() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if let Some(fault) = injected_fault() {
+        ONCE.call_once(|| pause_if(&fault, "pause-in-write:"));
+    }
+}
+
+/// `FACEMATCH_FAULT`, when set.
+fn injected_fault() -> Option<String> {
+    std::env::var("FACEMATCH_FAULT").ok()
+}
+
+/// Sleeps the milliseconds of `fault` when it is `prefix` followed by a number.
+fn pause_if(fault: &str, prefix: &str) {
+    if let Some(ms) = fault.strip_prefix(prefix).and_then(|ms| ms.parse().ok()) {
         std::thread::sleep(Duration::from_millis(ms));
     }
 }
@@ -360,11 +433,14 @@ fn write_back(
     let ids: Vec<i64> = spec.queries.iter().map(|q| q.history_id).collect();
     match outcome {
         Outcome::Done(output) => {
-            summary.faces_scanned = output.faces_scanned;
-            summary.pairs_scored = output.pairs_scored;
-            let written = histories::finish(client, run_id, &output.results)?;
-            summary.finished = written.finished;
-            summary.lost = written.lost.len() as u64;
+            let written =
+                histories::finish(client, run_id, &output.results, &mut fault_point_in_write)?;
+            // Counted only once the write went through: a write repeated after a reconnect
+            // must not count the pass twice.
+            summary.faces_scanned += output.faces_scanned;
+            summary.pairs_scored += output.pairs_scored;
+            summary.finished += written.finished;
+            summary.lost += written.lost.len() as u64;
             if !written.lost.is_empty() {
                 summary.warnings.push(lost_message(run_id, &written.lost));
             }
@@ -378,7 +454,7 @@ fn write_back(
             let message = format!("run {run_id} failed: {e}");
             let (requeued, errored) =
                 histories::requeue(client, run_id, &ids, options.max_attempts, &message)?;
-            summary.requeued_after_failure = requeued;
+            summary.requeued_after_failure += requeued;
             summary.errored += errored;
             summary.error = Some(message);
         }
@@ -423,6 +499,16 @@ fn record_run(client: &mut postgres::Client, run_id: i64, summary: &RunSummary) 
 mod tests {
     use super::*;
     use crate::runner::Capacity;
+
+    #[test]
+    fn passes_take_at_most_the_batch_and_stop_at_the_limit() {
+        assert_eq!(next_take(None, Some(1000), 0), Some(Some(1000)));
+        assert_eq!(next_take(None, Some(1000), 5000), Some(Some(1000)));
+        assert_eq!(next_take(None, None, 0), Some(None));
+        assert_eq!(next_take(Some(2500), Some(1000), 2000), Some(Some(500)));
+        assert_eq!(next_take(Some(2500), None, 0), Some(Some(2500)));
+        assert_eq!(next_take(Some(2500), Some(1000), 2500), None);
+    }
 
     #[test]
     fn the_refusal_reads_as_one_sentence() {

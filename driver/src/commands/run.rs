@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// Claim at most this many histories (oldest first).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: Option<i64>,
+    /// Histories per pass over the dataset: each pass claims at most this many, answers and
+    /// writes them before the next claims more, so memory and claims stay bounded however many
+    /// are pending [default: 10000 on inline and processes, all at once on hosts and emr].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub batch_size: Option<u64>,
     /// Seconds a claim lasts without a heartbeat before another run may requeue it.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_secs: u64,
@@ -92,6 +97,7 @@ impl RunArgs {
             s3: self.s3.options(),
             print_plan: true,
             force: self.force,
+            batch_size: self.batch_size.map(|b| b as usize),
         })
     }
 

@@ -31,7 +31,7 @@ pub fn exec(args: SearchArgs, json: bool) -> Result<ExitCode> {
     let runner = args.run.runner()?;
     let scope = ClaimScope {
         only: Some(vec![id]),
-        limit: None,
+        ..ClaimScope::default()
     };
     // One question answered now: the plan would only be noise.
     let options = RunOptions {

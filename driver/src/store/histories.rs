@@ -67,6 +67,13 @@ pub struct Claim {
     pub rejected: Vec<(i64, String)>,
 }
 
+impl Claim {
+    /// Whether nothing was claimed.
+    pub fn is_empty(&self) -> bool {
+        self.queries.is_empty() && self.rejected.is_empty()
+    }
+}
+
 /// Which PENDING histories to claim.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimScope {
@@ -74,6 +81,16 @@ pub struct ClaimScope {
     pub only: Option<Vec<i64>>,
     /// At most this many (oldest first).
     pub limit: Option<i64>,
+    /// Only ids up to this one: a run answers what was there when it started, and what
+    /// arrives meanwhile waits for the next run (so a steady stream cannot keep one run going).
+    pub up_to: Option<i64>,
+}
+
+/// The newest history's id (None when there is none): the `up_to` of a run starting now.
+pub fn newest_id(client: &mut Client) -> Result<Option<i64>> {
+    Ok(client
+        .query_one("SELECT max(id) FROM histories", &[])?
+        .get(0))
 }
 
 /// How many PENDING histories a claim with `scope` would take now (the planner's count).
@@ -81,8 +98,9 @@ pub fn count_claimable(client: &mut Client, scope: &ClaimScope) -> Result<u64> {
     let row = client.query_one(
         "SELECT count(*) FROM (SELECT 1 FROM histories
                                 WHERE status = 'PENDING' AND ($1::bigint[] IS NULL OR id = ANY($1))
+                                  AND ($3::bigint IS NULL OR id <= $3)
                                 LIMIT $2) picked",
-        &[&scope.only, &scope.limit],
+        &[&scope.only, &scope.limit, &scope.up_to],
     )?;
     Ok(row.get::<_, i64>(0) as u64)
 }
@@ -104,6 +122,7 @@ pub fn claim(
         "WITH picked AS (
              SELECT id FROM histories
               WHERE status = 'PENDING' AND ($1::bigint[] IS NULL OR id = ANY($1))
+                AND ($7::bigint IS NULL OR id <= $7)
               ORDER BY id LIMIT $2
                 FOR UPDATE SKIP LOCKED)
          UPDATE histories h
@@ -116,7 +135,15 @@ pub fn claim(
           WHERE h.id = picked.id AND h.status = 'PENDING'
       RETURNING h.id, h.in_face_id, h.similarity_method, h.face_source_filter, h.max_results, h.exclude_self,
                 h.max_distance, (SELECT encoding FROM faces f WHERE f.id = h.in_face_id)",
-        &[&scope.only, &scope.limit, &run_id, &lease.as_secs_f64(), &dataset_label, &runner_label],
+        &[
+            &scope.only,
+            &scope.limit,
+            &run_id,
+            &lease.as_secs_f64(),
+            &dataset_label,
+            &runner_label,
+            &scope.up_to,
+        ],
     )?;
     let mut claim = Claim::default();
     for row in rows {
@@ -219,6 +246,17 @@ fn requeue_matching(
     )?)
 }
 
+/// Sends back to PENDING whatever `run_id` still holds as it ends — nothing, unless a claim
+/// committed although its answer was lost with the connection — so no history waits out a lease
+/// for a run that is over. Returns how many went back.
+pub fn release(client: &mut Client, run_id: i64) -> Result<u64> {
+    Ok(client.execute(
+        "UPDATE histories SET status = 'PENDING', attempts = greatest(attempts - 1, 0), lease_expires_at = NULL
+          WHERE status = 'RUNNING' AND run_id = $1",
+        &[&run_id],
+    )?)
+}
+
 /// (requeued, errored) among the rows of [`requeue_matching`].
 fn count_requeued(rows: &[postgres::Row]) -> (u64, u64) {
     let errored = rows
@@ -244,11 +282,14 @@ pub struct Written {
 
 /// Writes each history's items and flips it to FINISHED in the same transaction — only while
 /// the run still owns it: RUNNING under this run, with a lease not yet expired (the fence that
-/// keeps a paused run from writing over a history another run has taken).
+/// keeps a paused run from writing over a history another run has taken). `before_commit` runs
+/// with each chunk's transaction open, its rows written but not committed (where the tests cut
+/// the connection).
 pub fn finish(
     client: &mut Client,
     run_id: i64,
     results: &BTreeMap<i64, Vec<Match>>,
+    before_commit: &mut dyn FnMut(),
 ) -> Result<Written> {
     let entries: Vec<(&i64, &Vec<Match>)> = results.iter().collect();
     let mut written = Written::default();
@@ -306,6 +347,7 @@ pub fn finish(
              SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::float8[])",
             &[&h, &rank, &face, &score],
         )?;
+        before_commit();
         tx.commit()?;
         written.finished += owned.len() as u64;
     }
