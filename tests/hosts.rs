@@ -343,6 +343,46 @@ fn hosts_in_their_own_network_namespaces_match_inline_and_survive_a_partition() 
         .get(0);
     assert_eq!(label, "hosts:3x1");
 
+    // 1b. One S3 request in five fails — 500, 503 SlowDown, a dropped connection, a body cut
+    // short — for the driver and the three hosts alike (pool, rendezvous, heartbeats, shards):
+    // retried with backoff, the results are the clean run's.
+    let faults = &env.s3.faults;
+    let (requests_before, injected_before) = (faults.requests(), faults.injected());
+    faults.set_per_mille(200);
+    let ids = env.insert_histories(&faces);
+    let out = hosts_run(&env).output().unwrap();
+    faults.set_per_mille(0);
+    let faulty = common::json_summary(&out);
+    assert!(
+        out.status.success(),
+        "{faulty}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(faulty["finished"], 8, "{faulty}");
+    assert_eq!(
+        env.history_items(&ids),
+        expected,
+        "hosts:3 through S3 faults gives the inline results"
+    );
+    let injected: Vec<u64> = faults
+        .injected()
+        .iter()
+        .zip(injected_before)
+        .map(|(now, before)| now - before)
+        .collect();
+    println!(
+        "hosts:3 through S3 faults: {} of {} requests failed ({}), results identical",
+        injected.iter().sum::<u64>(),
+        faults.requests() - requests_before,
+        common::faults::KINDS
+            .iter()
+            .zip(&injected)
+            .map(|(kind, n)| format!("{kind}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(injected.iter().sum::<u64>() > 0, "faults were injected");
+
     // 2. The same questions again, over slow links, and host 1 cut off mid-run.
     network.slow_links("4mbit");
     let ids = env.insert_histories(&faces);

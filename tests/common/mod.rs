@@ -620,49 +620,36 @@ pub fn json_summary(out: &Output) -> serde_json::Value {
     })
 }
 
-/// Runs `cmd` to the end and returns its output and its peak resident set size in bytes (the
-/// largest of the process and the children it waited for, as `wait4(2)` reports it).
-#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child cannot do
+/// Runs `cmd` to the end and returns its output and its peak resident set size in bytes: the
+/// last `VmHWM` of `/proc/PID/status` read while it ran (every 10 ms). Not `wait4`'s
+/// `ru_maxrss`, which counts the forked test process's own memory from before the exec.
 pub fn output_with_peak_rss(cmd: &mut Command) -> (Output, u64) {
-    use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
-    let mut child = cmd
+    let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the command");
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                pipe.read_to_end(&mut bytes)
-                    .expect("read the child's output");
+    let pid = child.id();
+    let peak = std::sync::atomic::AtomicU64::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let output = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+                let hwm_kb = status.ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                });
+                if let Some(kb) = hwm_kb {
+                    peak.fetch_max(kb * 1024, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which std has not reaped (we never call its wait).
-    let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, child.id() as i32, "wait4 failed");
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    (output, usage.ru_maxrss as u64 * 1024)
+        });
+        let output = child.wait_with_output().expect("wait for the command");
+        done.store(true, Ordering::Relaxed);
+        output
+    });
+    (output, peak.into_inner())
 }
