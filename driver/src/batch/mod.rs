@@ -1,5 +1,5 @@
 //! One batch run, step by step: requeue the histories of dead runs, pin a dataset version, plan
-//! (and maybe refuse) the run, claim PENDING histories, execute the dataflow on a [`Runner`] and
+//! (and maybe refuse) the run, then pass after pass claim PENDING histories, execute the dataflow on a [`Runner`] and
 //! write the results (or errors) back while a heartbeat keeps the claim alive — until the last
 //! commit, so a long write cannot outlive the lease — and record the run in `job_runs`.
 //! [`planner`] estimates a run; [`schedule`] runs batches on a period.
@@ -136,7 +136,8 @@ impl RunSummary {
     }
 }
 
-/// Runs every claimable PENDING history (within `options.scope`) in one pass on `runner`.
+/// Runs every PENDING history that exists now (within `options.scope`) on `runner`, in passes
+/// of at most the batch size: each pass claims, scans the dataset once and writes back.
 pub fn run_pending(
     database_url: &str,
     runner: &dyn Runner,
