@@ -1,7 +1,8 @@
 //! One batch run, step by step: requeue the histories of dead runs, pin a dataset version, plan
-//! (and maybe refuse) the run, then pass after pass claim PENDING histories, execute the dataflow on a [`Runner`] and
-//! write the results (or errors) back while a heartbeat keeps the claim alive — until the last
-//! commit, so a long write cannot outlive the lease — and record the run in `job_runs`.
+//! (and maybe refuse) the run, then pass after pass claim PENDING histories, execute the
+//! dataflow on a [`Runner`] and write the results (or errors) back while a heartbeat keeps the
+//! claim alive — until the last commit, so a long write cannot outlive the lease — and record
+//! the run in `job_runs`.
 //! [`planner`] estimates a run; [`schedule`] runs batches on a period.
 //!
 //! This is the only code that moves histories through their states during a run, and it does
