@@ -786,3 +786,128 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Sample photo `name` scaled to fit `side` pixels and turned `degrees` about its centre onto a
+/// canvas that holds all of it (black where nothing of the photo is), bilinear, as a BMP.
+fn turned(name: &str, side: u32, degrees: f64) -> Vec<u8> {
+    let bytes = std::fs::read(test_photos().join(name)).unwrap();
+    let photo = facematch_datasets::face::decode_image(name, &bytes, Default::default()).unwrap();
+    let scale = f64::from(side) / f64::from(photo.width().max(photo.height()));
+    let small = image::imageops::resize(
+        &photo,
+        (f64::from(photo.width()) * scale).round() as u32,
+        (f64::from(photo.height()) * scale).round() as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let (w, h) = (f64::from(small.width()), f64::from(small.height()));
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let (out_w, out_h) = (
+        (w * cos.abs() + h * sin.abs()).ceil(),
+        (w * sin.abs() + h * cos.abs()).ceil(),
+    );
+    bmp(out_w as u32, out_h as u32, |x, y| {
+        // Where this output pixel comes from in the photo (the inverse rotation).
+        let (dx, dy) = (
+            f64::from(x) + 0.5 - out_w / 2.0,
+            f64::from(y) + 0.5 - out_h / 2.0,
+        );
+        let sx = cos * dx - sin * dy + w / 2.0 - 0.5;
+        let sy = sin * dx + cos * dy + h / 2.0 - 0.5;
+        if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
+            return [0, 0, 0];
+        }
+        let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
+        let (x1, y1) = (
+            (x0 + 1).min(small.width() - 1),
+            (y0 + 1).min(small.height() - 1),
+        );
+        let (fx, fy) = (sx - sx.floor(), sy - sy.floor());
+        let at = |x: u32, y: u32, c: usize| f64::from(small.get_pixel(x, y).0[c]);
+        std::array::from_fn(|c| {
+            let top = at(x0, y0, c) * (1.0 - fx) + at(x1, y0, c) * fx;
+            let bottom = at(x0, y1, c) * (1.0 - fx) + at(x1, y1, c) * fx;
+            (top * (1.0 - fy) + bottom * fy).round() as u8
+        })
+    })
+}
+
+/// Each face of `dataset`'s photos as (photo key, detector), in id order.
+fn detectors_of(env: &TestEnv, dataset: &str) -> Vec<(String, Option<String>)> {
+    env.db
+        .client()
+        .query(
+            "SELECT f.image_uri, f.detector FROM faces f JOIN datasets d ON d.id = f.first_dataset_id
+              WHERE d.name = $1 ORDER BY f.id",
+            &[&dataset],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let uri: String = r.get(0);
+            let key = uri.rsplit('/').next().unwrap_or_default().to_string();
+            (key, r.get(1))
+        })
+        .collect()
+}
+
+#[test]
+fn auto_detection_asks_the_cnn_only_where_hog_finds_no_face() {
+    let env = TestEnv::new();
+    let dir = env.path("turned");
+    write_folder(
+        &dir,
+        &[
+            (
+                "biden.jpg".into(),
+                std::fs::read(test_photos().join("biden.jpg")).unwrap(),
+            ),
+            (
+                "obama2.jpg".into(),
+                std::fs::read(test_photos().join("obama2.jpg")).unwrap(),
+            ),
+            // Turned 50°: past what HOG's frontal detector finds; dlib's CNN still finds it.
+            ("turned.bmp".into(), turned("obama.jpg", 600, 50.0)),
+        ],
+    );
+    let folder = dir.to_str().unwrap();
+    let hog = json(
+        &env,
+        &[
+            "dataset",
+            "build",
+            "--images",
+            folder,
+            "--name",
+            "hog",
+            "--detector",
+            "hog",
+        ],
+    );
+    assert_eq!(hog["faces"], 2, "HOG misses the turned face: {hog}");
+    let auto = json(
+        &env,
+        &["dataset", "build", "--images", folder, "--name", "auto"],
+    );
+    assert_eq!(
+        auto["faces"], 3,
+        "auto is the default and finds all three: {auto}"
+    );
+    let found = detectors_of(&env, "auto");
+    let detector = |key: &str| {
+        found
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, d)| d.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(detector("turned.bmp"), ["cnn"], "{found:?}");
+    assert_eq!(detector("biden.jpg"), ["hog"], "{found:?}");
+    assert_eq!(detector("obama2.jpg"), ["hog"], "{found:?}");
+    // The photos HOG handles never reach the CNN: their faces are the HOG build's, bit for bit.
+    let hog_faces = by_photo(&faces_of(&env, "hog"), "");
+    let auto_faces: BTreeMap<_, _> = by_photo(&faces_of(&env, "auto"), "")
+        .into_iter()
+        .filter(|((key, _), _)| !key.ends_with("turned.bmp"))
+        .collect();
+    assert_eq!(auto_faces, hog_faces);
+}

@@ -578,6 +578,7 @@ mod tests {
                 bottom: 10,
             },
             encoding: vec![k as f32 + 1.0; 4],
+            detector: facematch_datasets::face::Detector::Hog,
         };
         PhotoOutcome::Encoded(EncodedPhoto {
             sha256: sha.into(),

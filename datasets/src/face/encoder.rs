@@ -16,10 +16,24 @@ use serde::{Deserialize, Serialize};
 /// Which face detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Detector {
-    /// dlib's HOG frontal face detector (fast, the default).
+    /// dlib's HOG frontal face detector (fast).
     Hog,
     /// dlib's CNN (MMOD) detector (slower, finds more poses).
     Cnn,
+    /// HOG first, and the CNN only on a photo where HOG found nothing: every face the CNN
+    /// finds, at HOG's cost for the photos HOG handles.
+    Auto,
+}
+
+impl Detector {
+    /// The name of the flag value and of `faces.detector`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::Hog => "hog",
+            Detector::Cnn => "cnn",
+            Detector::Auto => "auto",
+        }
+    }
 }
 
 impl std::str::FromStr for Detector {
@@ -28,7 +42,10 @@ impl std::str::FromStr for Detector {
         match s {
             "hog" => Ok(Detector::Hog),
             "cnn" => Ok(Detector::Cnn),
-            other => Err(format!("unknown detector {other:?} (expected hog or cnn)")),
+            "auto" => Ok(Detector::Auto),
+            other => Err(format!(
+                "unknown detector {other:?} (expected auto, hog or cnn)"
+            )),
         }
     }
 }
@@ -127,6 +144,13 @@ pub struct DetectedFace {
     pub bbox: FaceBox,
     /// The 128-d encoding.
     pub encoding: Vec<f32>,
+    /// The detector that found it: HOG or CNN (never `Auto`).
+    #[serde(default = "hog")]
+    pub detector: Detector,
+}
+
+fn hog() -> Detector {
+    Detector::Hog
 }
 
 /// The model files one set of options needs, each checked to exist.
@@ -141,7 +165,7 @@ impl ModelFiles {
         Ok(ModelFiles {
             cnn_detector: match options.detector {
                 Detector::Hog => None,
-                Detector::Cnn => Some(models.cnn_detector()?),
+                Detector::Cnn | Detector::Auto => Some(models.cnn_detector()?),
             },
             landmarks: match options.landmarks {
                 Landmarks::Five => models.landmarks_5()?,
@@ -152,14 +176,12 @@ impl ModelFiles {
     }
 }
 
-enum DetectorModel {
-    Hog(FaceDetector),
-    Cnn(Box<FaceDetectorCnn>),
-}
-
 /// A loaded set of dlib models (one per thread).
 pub struct Encoder {
-    detector: DetectorModel,
+    /// Loaded unless the detector is `Cnn`.
+    hog: Option<FaceDetector>,
+    /// Loaded unless the detector is `Hog`.
+    cnn: Option<Box<FaceDetectorCnn>>,
     landmarks: LandmarkPredictor,
     network: FaceEncoderNetwork,
     options: EncoderOptions,
@@ -170,9 +192,10 @@ impl Encoder {
     pub fn load(models: &ModelPaths, options: EncoderOptions) -> Result<Encoder> {
         let load_error = |what: &str, e: String| DatasetError::Models(format!("{what}: {e}"));
         let files = ModelFiles::find(models, options)?;
-        let detector = match files.cnn_detector {
-            None => DetectorModel::Hog(FaceDetector::new()),
-            Some(path) => DetectorModel::Cnn(Box::new(
+        let hog = (options.detector != Detector::Cnn).then(FaceDetector::new);
+        let cnn = match files.cnn_detector {
+            None => None,
+            Some(path) => Some(Box::new(
                 FaceDetectorCnn::open(path).map_err(|e| load_error("CNN detector", e))?,
             )),
         };
@@ -181,7 +204,8 @@ impl Encoder {
         let network = FaceEncoderNetwork::open(files.network)
             .map_err(|e| load_error("encoder network", e))?;
         Ok(Encoder {
-            detector,
+            hog,
+            cnn,
             landmarks,
             network,
             options,
@@ -199,13 +223,14 @@ impl Encoder {
         self.options
     }
 
-    /// Finds the faces in `image`, top to bottom as dlib reports them.
-    pub fn detect(&self, image: &RgbImage) -> Vec<FaceBox> {
+    /// Finds the faces in `image`, top to bottom as dlib reports them, and the detector that
+    /// found them.
+    pub fn detect(&self, image: &RgbImage) -> (Vec<FaceBox>, Detector) {
         self.detect_in(image, None)
     }
 
     /// [`Encoder::detect`], reusing `full` (the image already copied into dlib) when given.
-    fn detect_in(&self, image: &RgbImage, full: Option<&ImageMatrix>) -> Vec<FaceBox> {
+    fn detect_in(&self, image: &RgbImage, full: Option<&ImageMatrix>) -> (Vec<FaceBox>, Detector) {
         let (width, height) = image.dimensions();
         let longest = width.max(height);
         let bound = self.options.max_detect_side.max(1);
@@ -223,7 +248,8 @@ impl Encoder {
             image::imageops::FilterType::Triangle,
         );
         let back = |v: i64| (v as f64 / scale).round() as i64;
-        self.detect_at_full_size(&matrix(&small), small.dimensions())
+        let (boxes, by) = self.detect_at_full_size(&matrix(&small), small.dimensions());
+        let boxes = boxes
             .into_iter()
             .map(|b| FaceBox {
                 left: back(b.left),
@@ -231,7 +257,8 @@ impl Encoder {
                 right: back(b.right),
                 bottom: back(b.bottom),
             })
-            .collect()
+            .collect();
+        (boxes, by)
     }
 
     /// Detection with face_recognition's upsampling: dlib's `pyramid_up` (bilinear) to the size
@@ -240,7 +267,7 @@ impl Encoder {
         &self,
         image: &ImageMatrix,
         (width, height): (u32, u32),
-    ) -> Vec<FaceBox> {
+    ) -> (Vec<FaceBox>, Detector) {
         let (mut width, mut height) = (width as usize, height as usize);
         let mut current = None::<ImageMatrix>;
         for _ in 0..self.options.upsample {
@@ -251,11 +278,21 @@ impl Encoder {
             (width, height) = (up_w, up_h);
         }
         let target = current.as_ref().unwrap_or(image);
-        let found: Vec<Rectangle> = match &self.detector {
-            DetectorModel::Hog(d) => d.face_locations(target).to_vec(),
-            DetectorModel::Cnn(d) => d.face_locations(target).to_vec(),
+        let (found, by): (Vec<Rectangle>, Detector) = match (&self.hog, &self.cnn) {
+            (Some(hog), cnn) => {
+                let found = hog.face_locations(target).to_vec();
+                match cnn {
+                    // Auto: the CNN only where HOG found nothing.
+                    Some(cnn) if found.is_empty() => {
+                        (cnn.face_locations(target).to_vec(), Detector::Cnn)
+                    }
+                    _ => (found, Detector::Hog),
+                }
+            }
+            (None, Some(cnn)) => (cnn.face_locations(target).to_vec(), Detector::Cnn),
+            (None, None) => (Vec::new(), Detector::Hog),
         };
-        found
+        let boxes = found
             .iter()
             .map(|r| {
                 let (mut l, mut t, mut rr, mut b) =
@@ -278,7 +315,8 @@ impl Encoder {
                     bottom: round(b),
                 }
             })
-            .collect()
+            .collect();
+        (boxes, by)
     }
 
     /// Encodes the faces at `boxes` in `image`. Boxes are clipped to the image first, as they are
@@ -287,7 +325,11 @@ impl Encoder {
         if boxes.is_empty() {
             return Vec::new();
         }
-        self.encode_in(&matrix(image), image.dimensions(), boxes)
+        let detector = match self.options.detector {
+            Detector::Cnn => Detector::Cnn,
+            _ => Detector::Hog,
+        };
+        self.encode_in(&matrix(image), image.dimensions(), boxes, detector)
     }
 
     /// Landmarks and encodings of `boxes` in `m`, a `width`×`height` image.
@@ -296,6 +338,7 @@ impl Encoder {
         m: &ImageMatrix,
         (width, height): (u32, u32),
         boxes: &[FaceBox],
+        detector: Detector,
     ) -> Vec<DetectedFace> {
         let shapes: Vec<_> = boxes
             .iter()
@@ -312,6 +355,7 @@ impl Encoder {
                 bbox: *bbox,
                 // The network computes in float; the f64 it hands back converts exactly.
                 encoding: e.as_ref().iter().map(|v| *v as f32).collect(),
+                detector,
             })
             .collect()
     }
@@ -320,11 +364,11 @@ impl Encoder {
     pub fn encode(&self, image: &RgbImage) -> Vec<DetectedFace> {
         // One copy into dlib serves detection (at full size) and encoding.
         let full = matrix(image);
-        let boxes = self.detect_in(image, Some(&full));
+        let (boxes, by) = self.detect_in(image, Some(&full));
         if boxes.is_empty() {
             return Vec::new();
         }
-        self.encode_in(&full, image.dimensions(), &boxes)
+        self.encode_in(&full, image.dimensions(), &boxes, by)
     }
 }
 

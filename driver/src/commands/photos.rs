@@ -17,8 +17,9 @@ const DEFAULT_MAX_DETECT_SIDE: u32 = 2400;
 #[derive(Debug, Clone, Args)]
 #[cfg_attr(not(feature = "photos"), allow(dead_code))]
 pub struct FaceArgs {
-    /// Face detector: hog (fast) or cnn (finds more poses, slower).
-    #[arg(long, default_value = "hog")]
+    /// Face detector: auto (HOG, and dlib's CNN on a photo where HOG finds no face), hog
+    /// (fast, frontal faces) or cnn (finds more poses, ~10× slower on every photo).
+    #[arg(long, default_value = "auto")]
     pub detector: String,
     /// Times the image is upsampled before detection (finds smaller faces; each one ×4 the work).
     #[arg(long, default_value_t = 1)]

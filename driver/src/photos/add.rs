@@ -197,6 +197,7 @@ fn register(
                 image_sha256: photo.sha256.clone(),
                 bbox,
                 encoding: face.encoding.clone(),
+                detector: face.detector.as_str(),
             });
             added.push(AddedFace {
                 face_id: next_id,

@@ -384,6 +384,7 @@ fn sort_outcomes(
                         image_sha256: encoded.sha256.clone(),
                         bbox: [b.left, b.top, b.right, b.bottom].map(|v| v as i32),
                         encoding: face.encoding.clone(),
+                        detector: face.detector.as_str(),
                     });
                 }
             }

@@ -13,6 +13,8 @@ pub struct FaceOut {
     pub top_right_bottom_left: [i64; 4],
     /// The 128-d encoding.
     pub encoding: Vec<f32>,
+    /// The detector that found it: `hog` or `cnn`.
+    pub detector: &'static str,
 }
 
 /// One photo's result.
@@ -74,5 +76,6 @@ fn face_out(face: &DetectedFace, width: u32, height: u32) -> FaceOut {
     FaceOut {
         top_right_bottom_left: face.bbox.css_clipped(width, height),
         encoding: face.encoding.clone(),
+        detector: face.detector.as_str(),
     }
 }

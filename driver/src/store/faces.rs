@@ -75,6 +75,8 @@ pub struct PhotoFace {
     pub image_sha256: String,
     /// `[x0, y0, x1, y1]`, clipped to the photo.
     pub bbox: [i32; 4],
+    /// The detector that found it: `hog` or `cnn`.
+    pub detector: &'static str,
     /// The encoding.
     pub encoding: Vec<f32>,
 }
@@ -86,7 +88,8 @@ pub fn insert_photo_faces(
     dataset_id: Option<i64>,
 ) -> Result<()> {
     let sink = tx.copy_in(
-        "COPY faces (id, source, actor_id, user_id, image_uri, image_sha256, bbox, encoding, dim, first_dataset_id)
+        "COPY faces (id, source, actor_id, user_id, image_uri, image_sha256, bbox, encoding, dim, first_dataset_id,
+                     detector)
          FROM STDIN BINARY",
     )?;
     let mut copy = BinaryCopyInWriter::new(
@@ -102,6 +105,7 @@ pub fn insert_photo_faces(
             Type::FLOAT4_ARRAY,
             Type::INT4,
             Type::INT8,
+            Type::TEXT,
         ],
     );
     for face in faces {
@@ -117,6 +121,7 @@ pub fn insert_photo_faces(
             &face.encoding,
             &(face.encoding.len() as i32),
             &dataset_id,
+            &face.detector,
         ])?;
     }
     copy.finish()?;
