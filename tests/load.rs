@@ -68,6 +68,13 @@ impl Faces {
     }
 }
 
+/// The soak's dataset: 1M faces in 64 shards of ~8 MB.
+const MILLION_FACES: Faces = Faces {
+    identities: 10_000,
+    per_identity: 100,
+    shards: 64,
+};
+
 /// (rank, face id, score) of each history in `ids`, in `ids` order.
 fn items(env: &TestEnv, ids: &[i64]) -> Vec<Vec<(i64, f64)>> {
     env.history_items(ids)
@@ -447,12 +454,7 @@ fn four_schedulers_share_a_stream_of_histories_without_running_one_twice() {
 #[ignore = "make soak: 110,000 histories over 1M faces, about 10 minutes on 2 cores"]
 fn soak_a_backlog_of_100k_histories_over_1m_faces() {
     let env = TestEnv::new();
-    let faces = Faces {
-        identities: 10_000,
-        per_identity: 100,
-        shards: 64,
-    }
-    .write(&env);
+    let faces = MILLION_FACES.write(&env);
     let mut reports = Vec::new();
     for (histories, stride) in [(10_000, 97), (100_000, 101)] {
         let report = run_backlog(
@@ -489,12 +491,7 @@ fn soak_a_backlog_of_100k_histories_over_1m_faces() {
 #[ignore = "make soak: four schedulers, 20,000 arriving histories over 1M faces, a few minutes"]
 fn soak_four_schedulers_while_20k_histories_arrive() {
     let env = TestEnv::new();
-    let faces = Faces {
-        identities: 10_000,
-        per_identity: 100,
-        shards: 64,
-    }
-    .write(&env);
+    let faces = MILLION_FACES.write(&env);
     let report = run_stream(
         &env,
         &faces,

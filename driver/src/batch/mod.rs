@@ -133,7 +133,6 @@ impl RunSummary {
         let ids = claim.queries.iter().map(|q| q.history_id);
         self.history_ids
             .extend(ids.chain(claim.rejected.iter().map(|(id, _)| *id)));
-        self.history_ids.sort_unstable();
     }
 }
 
@@ -167,11 +166,11 @@ pub fn run_pending(
         ..options.scope.clone()
     };
     let root_uri = storage.root_uri().to_string();
+    let label = summary.runner.clone();
     // The heartbeat covers every pass's write too: the lease must outlive the last commit.
     with_heartbeat(database_url, run_id, options.lease, || -> Result<()> {
         while let Some(take) = next_take(options.scope.limit, batch_size, summary.claimed) {
             let claim_started = Instant::now();
-            let label = summary.runner.clone();
             let claim = with_reconnect(&mut client, database_url, |client| {
                 let scope = ClaimScope {
                     limit: take,
@@ -212,6 +211,8 @@ pub fn run_pending(
         }
         Ok(())
     })?;
+    // Sorted once: a concurrent run's requeue can hand a later pass older ids.
+    summary.history_ids.sort_unstable();
     with_reconnect(&mut client, database_url, |client| {
         let released = histories::release(client, run_id)?;
         if released > 0 {
@@ -382,10 +383,13 @@ fn fault_point_before_write() {
 /// process, with the first chunk's transaction open and uncommitted (where a restarted server
 /// cuts the write in half).
 fn fault_point_in_write() {
+    // Called for every chunk written: the environment is read once, by the first.
     static ONCE: std::sync::Once = std::sync::Once::new();
-    if let Some(fault) = injected_fault() {
-        ONCE.call_once(|| pause_if(&fault, "pause-in-write:"));
-    }
+    ONCE.call_once(|| {
+        if let Some(fault) = injected_fault() {
+            pause_if(&fault, "pause-in-write:");
+        }
+    });
 }
 
 /// `FACEMATCH_FAULT`, when set.
