@@ -225,6 +225,8 @@ fn a_core_node_serves_the_pool_and_joins_the_next_run() {
             "max_results": 5, "exclude_self": null, "max_distance": null
         }],
     });
+    // The rendezvous carries a job tagged with its kind.
+    let spec = serde_json::json!({ "search": spec });
     let run_with = |run: &str, processes: &str| -> JobOutput {
         env.s3.put(
             &format!("emr/runs/{run}/spec.json"),
@@ -250,7 +252,9 @@ fn a_core_node_serves_the_pool_and_joins_the_next_run() {
             "60",
         ]);
         assert!(step.status.success(), "process 0 of {run}: {}", text(&step));
-        serde_json::from_slice(&env.s3.get(&format!("emr/runs/{run}/output.json"))).unwrap()
+        let output: serde_json::Value =
+            serde_json::from_slice(&env.s3.get(&format!("emr/runs/{run}/output.json"))).unwrap();
+        serde_json::from_value(output["search"].clone()).expect("a search output")
     };
     let with_node = run_with("run-1", "2");
     let members: serde_json::Value =

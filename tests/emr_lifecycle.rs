@@ -215,7 +215,7 @@ fn run(
         {
             Rendezvous::open(run.to_str().unwrap(), &S3Options::default())
                 .unwrap()
-                .publish_output(output)
+                .publish_output(&facematch_job::WorkOutput::Search(output.clone()))
                 .unwrap();
         }
         if state == StepState::Failed {
@@ -327,7 +327,7 @@ fn run(
     let runner = EmrRunner::with_client(opts, Emr::from_client(client).unwrap(), cancelled);
     let recorded = Recorded::default();
     let started = Instant::now();
-    let result = runner.execute(Arc::new(spec()), &recorded);
+    let result = runner.search(&spec(), &recorded);
     Outcome {
         result,
         recorded,

@@ -123,7 +123,7 @@ mod tests {
             ("bench", &[]),
             ("runner", &["cluster", "signals"]),
             ("batch", &["runner", "store", "signals"]),
-            ("photos", &["store"]),
+            ("photos", &["runner", "store"]),
             ("output", &["batch", "photos", "store"]),
         ]);
         for (room, used) in &uses {

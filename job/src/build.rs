@@ -1,34 +1,34 @@
-//! The dataset-build dataflow: photos → faces → Parquet shards, spread over timely workers.
+//! The dataset-build dataflow: photos → encoded faces, spread over timely workers, written as
+//! *parts* a driver turns into a dataset version (ARCHITECTURE.md: Building from photos).
 //!
-//! 1. **Encode**: worker `w` of `W` takes photos `w, w + W, …` of the sorted photo list, loads its
-//!    own dlib models (they are `Send` but not `Sync`), and reads, hashes, decodes, detects and
-//!    encodes each photo — skipping photos whose sha256 the dataset already holds. A photo that
-//!    fails is a result like any other; the build carries on.
-//! 2. **Place**: every worker receives every photo's (sha256, face count) by broadcast; once all
-//!    are in, each computes the same layout: the first copy of a sha256 wins (later copies are
-//!    duplicates), faces are numbered in photo order from `first_face_id`, and the build's k-th
-//!    face goes to shard `k / shard_rows`.
-//! 3. **Write**: faces are exchanged by shard; worker `s mod W` writes shard `s`.
-//! 4. **Report**: photo results and written shards go to worker 0, which returns them.
+//! The driver cuts the sorted photo list into chunks of [`BuildSpec::chunk_photos`] photos and
+//! names the chunks still to encode ([`BuildSpec::chunks`]); worker `w` of `W` (over every
+//! process of the cluster) takes the chunks at positions `w, w + W, …` of that list. For each of
+//! its chunks a worker reads, hashes, decodes, detects and encodes the photos — skipping photos
+//! whose sha256 the dataset already holds — with its own dlib models (they are `Send` but not
+//! `Sync`), and writes the chunk's [`Part`] to the build's staging area in one `put`, so a part
+//! is either complete or absent. A photo that fails is a result like any other; the build
+//! carries on. Only a failure of the machinery (models that cannot be loaded, a part that cannot
+//! be written) fails the build, and then the parts already written stay for the next attempt.
 //!
-//! Face ids and shard contents therefore depend on the photo list alone, never on `W`.
+//! Nothing here numbers faces or writes shards: a photo's result depends on its bytes alone, so
+//! the parts — and the version the driver makes of them, in photo order — are the same whatever
+//! the runner, the number of processes and threads, or the interruptions on the way.
 
 use facematch_datasets::face::{
     DecodeLimits, EncodedPhoto, Encoder, EncoderOptions, ModelPaths, decode_image,
     use_one_blas_thread,
 };
-use facematch_datasets::shard::{encode_shard, sha256_hex};
-use facematch_datasets::{FaceRecord, FaceSource, S3Options, ShardInfo, Storage};
+use facematch_datasets::shard::sha256_hex;
+use facematch_datasets::{FaceSource, S3Options, Storage};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
+use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Filter, Map};
-use timely::dataflow::operators::{Concat, Exchange, Inspect, ToStream};
+use std::time::Instant;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Inspect, ToStream};
 
 /// One photo to build from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,29 +54,60 @@ pub struct BuildSpec {
     pub models_dir: PathBuf,
     /// Detection and encoding settings.
     pub encoder: EncoderOptions,
-    /// Storage root the new shards go to.
-    pub output_root: String,
-    /// Dataset name.
-    pub name: String,
-    /// The version being built.
-    pub version: u32,
-    /// Id of the build's first new face.
-    pub first_face_id: i64,
-    /// Faces per shard.
-    pub shard_rows: usize,
-    /// Number of the first new shard file (after the shards carried over from the base version).
-    pub first_shard: usize,
+    /// Storage root of the build's staging area, where the parts go.
+    pub staging_root: String,
+    /// Photos per chunk (the last chunk may hold fewer).
+    pub chunk_photos: usize,
+    /// The chunks to encode in this attempt (those without a part yet), ascending.
+    pub chunks: Vec<usize>,
 }
 
 impl BuildSpec {
-    /// Key of the `n`-th new shard of this build.
-    pub fn shard_key(&self, n: usize) -> String {
-        format!(
-            "{}/v{}/shard-{:05}.parquet",
-            self.name,
-            self.version,
-            self.first_shard + n
-        )
+    /// Number of chunks the photo list makes.
+    pub fn chunk_count(&self) -> usize {
+        self.photos.len().div_ceil(self.chunk_photos.max(1))
+    }
+
+    /// Positions in [`BuildSpec::photos`] of chunk `chunk`'s photos.
+    pub fn chunk_range(&self, chunk: usize) -> Range<usize> {
+        let size = self.chunk_photos.max(1);
+        let start = (chunk * size).min(self.photos.len());
+        start..(start + size).min(self.photos.len())
+    }
+}
+
+/// Key of chunk `chunk`'s part under the staging root.
+pub fn part_key(chunk: usize) -> String {
+    format!("parts/chunk-{chunk:07}.json")
+}
+
+/// What one chunk's photos became: the unit a build writes, resumes from and registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// The chunk.
+    pub chunk: usize,
+    /// (position in [`BuildSpec::photos`], outcome) of each of its photos, in order.
+    pub photos: Vec<(usize, PhotoOutcome)>,
+}
+
+impl Part {
+    /// Reads chunk `chunk`'s part from the staging area; `None` while it is not written.
+    pub fn read(staging: &Storage, chunk: usize) -> Result<Option<Part>, String> {
+        let key = part_key(chunk);
+        if !staging.exists(&key).map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        let bytes = staging.get(&key).map_err(|e| e.to_string())?;
+        let part: Part = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: unreadable part: {e}", staging.uri_of(&key)))?;
+        if part.chunk != chunk {
+            return Err(format!(
+                "{}: holds chunk {}, not {chunk}",
+                staging.uri_of(&key),
+                part.chunk
+            ));
+        }
+        Ok(Some(part))
     }
 }
 
@@ -108,21 +139,13 @@ impl FailureStage {
 /// What became of one photo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PhotoOutcome {
-    /// Encoded; its faces are in the new shards (ids from [`PhotoResult::first_face_id`]). No
-    /// face at all is a [`FailureStage::NoFace`] failure for the report, kept here so the photo
-    /// is remembered as known.
+    /// Encoded. No face at all is a [`FailureStage::NoFace`] failure for the report, kept here
+    /// so the photo is remembered as known.
     Encoded(EncodedPhoto),
     /// The dataset already holds this photo.
     Known {
         /// Its sha256.
         sha256: String,
-    },
-    /// Another photo of this build has the same bytes.
-    Duplicate {
-        /// Its sha256.
-        sha256: String,
-        /// Index of the copy that was kept.
-        of: usize,
     },
     /// It failed; see the message.
     Failed {
@@ -135,51 +158,22 @@ pub enum PhotoOutcome {
     },
 }
 
-impl PhotoOutcome {
-    fn sha256(&self) -> Option<&str> {
-        match self {
-            PhotoOutcome::Encoded(p) => Some(&p.sha256),
-            PhotoOutcome::Known { sha256 } | PhotoOutcome::Duplicate { sha256, .. } => Some(sha256),
-            PhotoOutcome::Failed { sha256, .. } => sha256.as_deref(),
-        }
-    }
-
-    fn face_count(&self) -> usize {
-        match self {
-            PhotoOutcome::Encoded(p) => p.faces.len(),
-            _ => 0,
-        }
-    }
-}
-
-/// One photo's result, as worker 0 returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PhotoResult {
-    /// Position in [`BuildSpec::photos`].
-    pub index: usize,
-    /// What became of it.
-    pub outcome: PhotoOutcome,
-    /// Id of its first face (the others follow consecutively).
-    pub first_face_id: i64,
-}
-
-/// What a build returns (from worker 0).
-#[derive(Debug, Clone, Default)]
+/// What a build attempt's workers did (from worker 0 of process 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuildOutput {
-    /// Every photo's result, in photo order.
-    pub photos: Vec<PhotoResult>,
-    /// The new shards, in order.
-    pub shards: Vec<ShardInfo>,
-    /// Faces written.
-    pub faces: u64,
-    /// Wall time of the dataflow.
-    pub elapsed: Duration,
+    /// Parts written in this attempt.
+    pub chunks: usize,
+    /// Photos decoded and run through the detector in this attempt (known photos and photos
+    /// that failed to read or decode are not counted).
+    pub photos_encoded: u64,
+    /// Wall time of the dataflow, in seconds.
+    pub elapsed_secs: f64,
 }
 
 /// Why a build failed as a whole (single photos failing do not fail it).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A shard could not be written, or the models could not be loaded.
+    /// A part could not be written, or the models could not be loaded.
     #[error("{0}")]
     Fatal(String),
     /// The timely runtime failed.
@@ -187,46 +181,37 @@ pub enum BuildError {
     Runtime(String),
 }
 
-/// Live counters for a progress bar (shared by the workers of this process).
-#[derive(Debug, Default)]
-pub struct BuildProgress {
-    /// Photos finished (encoded, skipped or failed).
-    pub done: AtomicU64,
-    /// Faces found.
-    pub faces: AtomicU64,
-    /// Photos that failed.
-    pub failed: AtomicU64,
-    /// Photos skipped as already known.
-    pub skipped: AtomicU64,
-}
-
-/// Everything that flows between the stages.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum BuildItem {
-    Photo(PhotoResult),
-    Face(usize, FaceRecord),
-    Shard(usize, Result<ShardInfo, String>),
-}
+/// One chunk done by a worker: the photos it encoded, or why the build cannot go on.
+type ChunkDone = Result<u64, String>;
 
 /// Runs the build on the timely workers of `config`; worker 0 of process 0 returns the output.
 pub fn run_build(
     spec: Arc<BuildSpec>,
     config: timely::Config,
-    progress: Arc<BuildProgress>,
 ) -> Result<Option<BuildOutput>, BuildError> {
-    if spec.shard_rows == 0 {
-        return Err(BuildError::Fatal("shard size must be at least 1".into()));
+    run_build_connected(spec, config, || {})
+}
+
+/// [`run_build`], calling `connected` once timely has connected to every other process.
+pub fn run_build_connected(
+    spec: Arc<BuildSpec>,
+    config: timely::Config,
+    connected: impl FnOnce(),
+) -> Result<Option<BuildOutput>, BuildError> {
+    if spec.chunk_photos == 0 {
+        return Err(BuildError::Fatal(
+            "chunks must hold at least 1 photo".into(),
+        ));
     }
     let started = Instant::now();
-    let guards = timely::execute(config, move |worker| {
-        build_worker(worker, &spec, progress.clone())
-    })
-    .map_err(BuildError::Runtime)?;
+    let guards = timely::execute(config, move |worker| build_worker(worker, &spec))
+        .map_err(BuildError::Runtime)?;
+    connected();
     let mut output = None;
     for result in guards.join() {
         if let Some(out) = result.map_err(BuildError::Runtime)? {
             let mut out = out?;
-            out.elapsed = started.elapsed();
+            out.elapsed_secs = started.elapsed().as_secs_f64();
             output = Some(out);
         }
     }
@@ -236,74 +221,25 @@ pub fn run_build(
 fn build_worker(
     worker: &mut timely::worker::Worker,
     spec: &Arc<BuildSpec>,
-    progress: Arc<BuildProgress>,
 ) -> Option<Result<BuildOutput, BuildError>> {
     let (index, peers) = (worker.index(), worker.peers());
-    let my_photos: Vec<usize> = (index..spec.photos.len()).step_by(peers).collect();
-    let collected = Arc::new(Mutex::new(Vec::<BuildItem>::new()));
+    let mine: Vec<usize> = spec
+        .chunks
+        .iter()
+        .copied()
+        .skip(index)
+        .step_by(peers)
+        .collect();
+    let collected = Arc::new(Mutex::new(Vec::<ChunkDone>::new()));
     let sink = collected.clone();
-    let (encode_spec, place_spec, write_spec) = (spec.clone(), spec.clone(), spec.clone());
+    let encode_spec = spec.clone();
 
     worker.dataflow::<u64, _, _>(move |scope| {
-        let mut photo_encoder = PhotoEncoder::new(encode_spec);
-        let encoded = my_photos
-            .to_stream(scope)
-            .map(move |i| (i, photo_encoder.encode(i, &progress)));
-        let summaries = encoded
-            .clone()
-            .map(|(i, outcome): (usize, PhotoOutcome)| {
-                let sha = outcome.sha256().map(str::to_string);
-                (i, sha, outcome.face_count())
-            })
-            .broadcast();
-
-        let placed = encoded
-            .binary_frontier(summaries, Pipeline, Pipeline, "Place", move |cap, _| {
-                let mut cap = Some(cap);
-                let mut mine = Vec::new();
-                let mut all = Vec::new();
-                move |(local, local_frontier), (summaries, summary_frontier), output| {
-                    local.for_each(|_, data| mine.append(data));
-                    summaries.for_each(|_, data| all.append(data));
-                    // Every worker's summaries are needed before anyone can number a face.
-                    if local_frontier.is_empty()
-                        && summary_frontier.is_empty()
-                        && let Some(cap) = cap.take()
-                    {
-                        let placed = place(&place_spec, std::mem::take(&mut all), mine.drain(..));
-                        output.session(&cap).give_iterator(placed.into_iter());
-                    }
-                }
-            })
-            .container::<Vec<BuildItem>>();
-
-        let written = placed
-            .clone()
-            .filter(|item| matches!(item, BuildItem::Face(..)))
-            .exchange(move |item| match item {
-                BuildItem::Face(shard, _) => (*shard % peers) as u64,
-                _ => 0,
-            })
-            .unary_frontier(Pipeline, "WriteShards", move |cap, _| {
-                let mut cap = Some(cap);
-                let mut shards = ShardBuffers::default();
-                move |(input, frontier), output| {
-                    input.for_each(|_, data| shards.add(data.drain(..)));
-                    if frontier.is_empty()
-                        && let Some(cap) = cap.take()
-                    {
-                        let written = shards.write_all(&write_spec);
-                        output.session(&cap).give_iterator(written.into_iter());
-                    }
-                }
-            })
-            .container::<Vec<BuildItem>>();
-
-        placed
-            .filter(|item| matches!(item, BuildItem::Photo(_)))
-            .concat(written)
+        let mut encoder = PhotoEncoder::new(encode_spec);
+        mine.to_stream(scope)
+            .map(move |chunk| encoder.encode_chunk(chunk))
             .exchange(|_| 0)
-            .inspect(move |item: &BuildItem| sink.lock().expect("build sink").push(item.clone()));
+            .inspect(move |done: &ChunkDone| sink.lock().expect("build sink").push(done.clone()));
     });
 
     while worker.step_or_park(None) {}
@@ -311,81 +247,35 @@ fn build_worker(
     if index != 0 {
         return None;
     }
-    let items = std::mem::take(&mut *collected.lock().expect("build sink"));
-    Some(collect_output(spec, items))
-}
-
-/// The faces of the shards one worker writes, gathered until its input is complete.
-#[derive(Default)]
-struct ShardBuffers(BTreeMap<usize, Vec<FaceRecord>>);
-
-impl ShardBuffers {
-    fn add(&mut self, items: impl Iterator<Item = BuildItem>) {
-        for item in items {
-            if let BuildItem::Face(shard, record) = item {
-                self.0.entry(shard).or_default().push(record);
-            }
-        }
-    }
-
-    /// Writes every shard, through one storage handle (one S3 client) for all of them.
-    fn write_all(&mut self, spec: &BuildSpec) -> Vec<BuildItem> {
-        let storage = Storage::open(&spec.output_root, &spec.s3).map_err(|e| e.to_string());
-        std::mem::take(&mut self.0)
-            .into_iter()
-            .map(|(shard, records)| {
-                let written = storage
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|s| write_shard(spec, s, shard, records));
-                BuildItem::Shard(shard, written)
-            })
-            .collect()
-    }
-}
-
-/// Worker 0's view of the finished dataflow, checked for fatal failures.
-fn collect_output(spec: &BuildSpec, items: Vec<BuildItem>) -> Result<BuildOutput, BuildError> {
+    let done = std::mem::take(&mut *collected.lock().expect("build sink"));
     let mut output = BuildOutput::default();
-    let mut shards = BTreeMap::new();
     let mut fatal = Vec::new();
-    for item in items {
-        match item {
-            BuildItem::Photo(photo) => {
-                if let PhotoOutcome::Failed {
-                    stage: FailureStage::Models,
-                    message,
-                    ..
-                } = &photo.outcome
-                {
-                    fatal.push(message.clone());
-                }
-                output.photos.push(photo);
+    for chunk in done {
+        match chunk {
+            Ok(encoded) => {
+                output.chunks += 1;
+                output.photos_encoded += encoded;
             }
-            BuildItem::Shard(n, Ok(info)) => {
-                output.faces += info.rows;
-                shards.insert(n, info);
-            }
-            BuildItem::Shard(n, Err(e)) => fatal.push(format!("shard {}: {e}", spec.shard_key(n))),
-            BuildItem::Face(..) => {}
+            Err(e) => fatal.push(e),
         }
     }
     if !fatal.is_empty() {
         fatal.sort();
         fatal.dedup();
-        return Err(BuildError::Fatal(fatal.join("; ")));
+        return Some(Err(BuildError::Fatal(fatal.join("; "))));
     }
-    output.photos.sort_by_key(|p| p.index);
-    output.shards = shards.into_values().collect();
-    Ok(output)
+    Some(Ok(output))
 }
 
-/// One worker's encoding stage: its storage handle and its own models, loaded on first use.
+/// One worker's encoding stage: its storage handles and its own models, loaded on first use.
 struct PhotoEncoder {
     spec: Arc<BuildSpec>,
     known: HashSet<String>,
-    storage: Option<Result<Storage, String>>,
+    photos: Option<Result<Storage, String>>,
+    staging: Option<Result<Storage, String>>,
     encoder: Option<Result<Encoder, String>>,
+    /// Set by the first fatal failure: the chunks after it are not tried.
+    broken: Option<String>,
 }
 
 impl PhotoEncoder {
@@ -393,31 +283,59 @@ impl PhotoEncoder {
         PhotoEncoder {
             known: spec.known_sha256.iter().cloned().collect(),
             spec,
-            storage: None,
+            photos: None,
+            staging: None,
             encoder: None,
+            broken: None,
         }
     }
 
-    fn encode(&mut self, index: usize, progress: &BuildProgress) -> PhotoOutcome {
-        let outcome = self.try_encode(index);
-        match &outcome {
-            PhotoOutcome::Encoded(p) if !p.faces.is_empty() => {
-                progress
-                    .faces
-                    .fetch_add(p.faces.len() as u64, Ordering::Relaxed);
-            }
-            PhotoOutcome::Encoded(_) | PhotoOutcome::Failed { .. } => {
-                progress.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            PhotoOutcome::Known { .. } | PhotoOutcome::Duplicate { .. } => {
-                progress.skipped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Encodes chunk `chunk` and writes its part.
+    fn encode_chunk(&mut self, chunk: usize) -> ChunkDone {
+        if let Some(broken) = &self.broken {
+            return Err(broken.clone());
         }
-        progress.done.fetch_add(1, Ordering::Relaxed);
-        outcome
+        let done = self.try_encode_chunk(chunk);
+        if let Err(e) = &done {
+            self.broken = Some(e.clone());
+        }
+        done
     }
 
-    fn try_encode(&mut self, index: usize) -> PhotoOutcome {
+    fn try_encode_chunk(&mut self, chunk: usize) -> ChunkDone {
+        let mut part = Part {
+            chunk,
+            photos: Vec::new(),
+        };
+        let mut encoded = 0;
+        for index in self.spec.chunk_range(chunk) {
+            let outcome = self.encode(index);
+            match &outcome {
+                PhotoOutcome::Failed {
+                    stage: FailureStage::Models,
+                    message,
+                    ..
+                } => return Err(message.clone()),
+                PhotoOutcome::Encoded(_) => encoded += 1,
+                _ => {}
+            }
+            part.photos.push((index, outcome));
+        }
+        let staging = self
+            .staging
+            .get_or_insert_with(|| {
+                Storage::open(&self.spec.staging_root, &self.spec.s3).map_err(|e| e.to_string())
+            })
+            .clone()?;
+        let key = part_key(chunk);
+        let bytes = serde_json::to_vec(&part).map_err(|e| e.to_string())?;
+        staging
+            .put(&key, bytes.into())
+            .map_err(|e| format!("cannot write {}: {e}", staging.uri_of(&key)))?;
+        Ok(encoded)
+    }
+
+    fn encode(&mut self, index: usize) -> PhotoOutcome {
         let task = &self.spec.photos[index];
         let failed = |sha256: Option<String>, stage, message: String| PhotoOutcome::Failed {
             sha256,
@@ -425,7 +343,7 @@ impl PhotoEncoder {
             message,
         };
         let storage = self
-            .storage
+            .photos
             .get_or_insert_with(|| {
                 Storage::open(&self.spec.photos_root, &self.spec.s3).map_err(|e| e.to_string())
             })
@@ -462,92 +380,11 @@ impl PhotoEncoder {
     }
 }
 
-/// The layout every worker computes alike from all photos' summaries; yields this worker's photo
-/// results (with their face ids) and faces (with their shard).
-fn place(
-    spec: &BuildSpec,
-    mut summaries: Vec<(usize, Option<String>, usize)>,
-    mine: impl Iterator<Item = (usize, PhotoOutcome)>,
-) -> Vec<BuildItem> {
-    summaries.sort_by_key(|s| s.0);
-    let mut first_copy: HashMap<&str, usize> = HashMap::new();
-    let mut first_face = HashMap::new();
-    let mut duplicates = HashMap::new();
-    let mut next = 0usize;
-    for (index, sha, faces) in &summaries {
-        if let Some(sha) = sha {
-            if let Some(&of) = first_copy.get(sha.as_str()) {
-                duplicates.insert(*index, of);
-                continue;
-            }
-            first_copy.insert(sha, *index);
-        }
-        first_face.insert(*index, next);
-        next += faces;
-    }
-    let mut items = Vec::new();
-    for (index, outcome) in mine {
-        let outcome = match (duplicates.get(&index), outcome) {
-            (Some(&of), outcome) => PhotoOutcome::Duplicate {
-                sha256: outcome.sha256().unwrap_or_default().to_string(),
-                of,
-            },
-            (None, outcome) => outcome,
-        };
-        let position = first_face.get(&index).copied().unwrap_or(next);
-        let first_face_id = spec.first_face_id + position as i64;
-        if let PhotoOutcome::Encoded(photo) = &outcome {
-            let source = spec.photos[index].source;
-            for (k, face) in photo.faces.iter().enumerate() {
-                items.push(BuildItem::Face(
-                    (position + k) / spec.shard_rows,
-                    FaceRecord {
-                        face_id: first_face_id + k as i64,
-                        source,
-                        encoding: face.encoding.clone(),
-                    },
-                ));
-            }
-        }
-        items.push(BuildItem::Photo(PhotoResult {
-            index,
-            outcome,
-            first_face_id,
-        }));
-    }
-    items
-}
-
-/// Writes shard `n` of the build.
-fn write_shard(
-    spec: &BuildSpec,
-    storage: &Storage,
-    n: usize,
-    mut records: Vec<FaceRecord>,
-) -> Result<ShardInfo, String> {
-    records.sort_by_key(|r| r.face_id);
-    let dim = records.first().map_or(0, |r| r.encoding.len());
-    for record in &records {
-        record.validate(dim).map_err(|e| e.to_string())?;
-    }
-    let data = encode_shard(&records, dim).map_err(|e| e.to_string())?;
-    let key = spec.shard_key(n);
-    let info = ShardInfo {
-        path: key.clone(),
-        rows: records.len() as u64,
-        bytes: data.len() as u64,
-        sha256: sha256_hex(&data),
-    };
-    storage.put(&key, data).map_err(|e| e.to_string())?;
-    Ok(info)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use facematch_datasets::face::{DetectedFace, FaceBox};
 
-    fn spec(photos: usize) -> BuildSpec {
+    fn spec(photos: usize, chunk_photos: usize) -> BuildSpec {
         BuildSpec {
             photos_root: "/photos".into(),
             photos: (0..photos)
@@ -560,99 +397,48 @@ mod tests {
             s3: S3Options::default(),
             models_dir: PathBuf::from("/models"),
             encoder: EncoderOptions::default(),
-            output_root: "/out".into(),
-            name: "faces".into(),
-            version: 3,
-            first_face_id: 1000,
-            shard_rows: 2,
-            first_shard: 4,
+            staging_root: "/staging".into(),
+            chunk_photos,
+            chunks: Vec::new(),
         }
-    }
-
-    fn encoded(sha: &str, faces: usize) -> PhotoOutcome {
-        let face = |k: usize| DetectedFace {
-            bbox: FaceBox {
-                left: k as i64,
-                top: 0,
-                right: 10,
-                bottom: 10,
-            },
-            encoding: vec![k as f32 + 1.0; 4],
-            detector: facematch_datasets::face::Detector::Hog,
-        };
-        PhotoOutcome::Encoded(EncodedPhoto {
-            sha256: sha.into(),
-            width: 20,
-            height: 20,
-            faces: (0..faces).map(face).collect(),
-        })
-    }
-
-    /// Photo 0 has 2 faces, 1 failed, 2 repeats 0, 3 has 3 faces.
-    fn outcomes() -> Vec<(usize, PhotoOutcome)> {
-        vec![
-            (0, encoded("a", 2)),
-            (
-                1,
-                PhotoOutcome::Failed {
-                    sha256: Some("b".into()),
-                    stage: FailureStage::Decode,
-                    message: "bad".into(),
-                },
-            ),
-            (2, encoded("a", 2)),
-            (3, encoded("c", 3)),
-        ]
-    }
-
-    fn summaries() -> Vec<(usize, Option<String>, usize)> {
-        outcomes()
-            .into_iter()
-            .map(|(i, o)| (i, o.sha256().map(str::to_string), o.face_count()))
-            .collect()
-    }
-
-    /// (shard, face id) of every face and (photo, first id, duplicate-of) of every photo.
-    type Layout = (Vec<(usize, i64)>, Vec<(usize, i64, Option<usize>)>);
-
-    fn layout(items: Vec<BuildItem>) -> Layout {
-        let (mut faces, mut photos) = (Vec::new(), Vec::new());
-        for item in items {
-            match item {
-                BuildItem::Face(shard, record) => faces.push((shard, record.face_id)),
-                BuildItem::Photo(p) => photos.push((
-                    p.index,
-                    p.first_face_id,
-                    match p.outcome {
-                        PhotoOutcome::Duplicate { of, .. } => Some(of),
-                        _ => None,
-                    },
-                )),
-                BuildItem::Shard(..) => {}
-            }
-        }
-        faces.sort();
-        photos.sort();
-        (faces, photos)
     }
 
     #[test]
-    fn the_layout_is_the_same_however_photos_are_spread_over_workers() {
-        let spec = spec(4);
-        let all = layout(place(&spec, summaries(), outcomes().into_iter()));
-        assert_eq!(
-            all.0,
-            [(0, 1000), (0, 1001), (1, 1002), (1, 1003), (2, 1004)],
-            "faces numbered in photo order, two per shard; the duplicate adds none"
-        );
-        assert_eq!(all.1[2].2, Some(0), "photo 2 repeats photo 0");
-        for split in [vec![0, 2], vec![1, 3], vec![3], vec![0, 1, 2]] {
-            let (mine, theirs): (Vec<_>, Vec<_>) =
-                outcomes().into_iter().partition(|(i, _)| split.contains(i));
-            let mut items = place(&spec, summaries(), mine.into_iter());
-            items.extend(place(&spec, summaries(), theirs.into_iter()));
-            assert_eq!(layout(items), all, "split {split:?}");
+    fn chunks_cover_every_photo_once_in_order() {
+        for (photos, size) in [(0, 3), (1, 3), (7, 3), (9, 3), (5, 1), (4, 10)] {
+            let spec = spec(photos, size);
+            let covered: Vec<usize> = (0..spec.chunk_count())
+                .flat_map(|c| spec.chunk_range(c))
+                .collect();
+            assert_eq!(
+                covered,
+                (0..photos).collect::<Vec<_>>(),
+                "{photos} by {size}"
+            );
+            assert!((0..spec.chunk_count()).all(|c| !spec.chunk_range(c).is_empty()));
         }
-        assert_eq!(spec.shard_key(1), "faces/v3/shard-00005.parquet");
+        assert_eq!(part_key(12), "parts/chunk-0000012.json");
+    }
+
+    #[test]
+    fn a_part_reads_back_as_written_and_a_misplaced_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Storage::open(dir.path().to_str().unwrap(), &S3Options::default()).unwrap();
+        assert_eq!(Part::read(&staging, 3), Ok(None));
+        let part = Part {
+            chunk: 3,
+            photos: vec![(
+                6,
+                PhotoOutcome::Known {
+                    sha256: "ab".into(),
+                },
+            )],
+        };
+        let bytes = serde_json::to_vec(&part).unwrap();
+        staging.put(&part_key(3), bytes.clone().into()).unwrap();
+        assert_eq!(Part::read(&staging, 3), Ok(Some(part)));
+        staging.put(&part_key(4), bytes.into()).unwrap();
+        let err = Part::read(&staging, 4).unwrap_err();
+        assert!(err.contains("holds chunk 3, not 4"), "{err}");
     }
 }

@@ -358,7 +358,7 @@ fn execute(
     spec: Arc<JobSpec>,
 ) -> (Result<JobOutput>, Vec<String>) {
     let context = JobRunRecorder::new(database_url, run_id);
-    let outcome = runner.execute(spec, &context);
+    let outcome = runner.search(&spec, &context);
     (outcome, context.warnings())
 }
 

@@ -122,7 +122,7 @@ mod tests {
         };
         Rendezvous::open(&first, &s3)
             .unwrap()
-            .publish_spec(&spec)
+            .publish_spec(&facematch_job::Work::Search(spec))
             .unwrap();
         pool.point_at(&first, &s3).unwrap();
         let err = pool.point_at(&second, &s3).unwrap_err().to_string();

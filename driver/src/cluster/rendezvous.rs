@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use facematch_datasets::{S3Options, Storage};
-use facematch_job::{JobOutput, JobSpec};
+use facematch_job::{Work, WorkOutput};
 use std::time::{Duration, Instant};
 
 /// One run's meeting place.
@@ -78,13 +78,28 @@ impl Rendezvous {
     }
 
     /// Writes the job every process runs.
-    pub fn publish_spec(&self, spec: &JobSpec) -> Result<()> {
-        self.put_json(SPEC, spec)
+    pub fn publish_spec(&self, work: &Work) -> Result<()> {
+        self.put_json(SPEC, work)
     }
 
     /// Reads the job.
-    pub fn spec(&self) -> Result<JobSpec> {
-        self.get_json(SPEC, "job spec")
+    pub fn spec(&self) -> Result<Work> {
+        let bytes = self.storage.get(SPEC)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            if !cfg!(feature = "photos") && e.to_string().contains("unknown variant `build`") {
+                anyhow::anyhow!(
+                    "{}: the run is a photo build, and this worker binary has no face pipeline \
+                     (the portable search worker): start the worker bundle (`make \
+                     worker-bundle`) for builds",
+                    self.storage.uri_of(SPEC)
+                )
+            } else {
+                anyhow::Error::from(e).context(format!(
+                    "{}: unreadable job spec",
+                    self.storage.uri_of(SPEC)
+                ))
+            }
+        })
     }
 
     /// Whether the job has been published.
@@ -317,12 +332,12 @@ impl Rendezvous {
     }
 
     /// Writes process 0's output.
-    pub fn publish_output(&self, output: &JobOutput) -> Result<()> {
+    pub fn publish_output(&self, output: &WorkOutput) -> Result<()> {
         self.put_json(OUTPUT, output)
     }
 
     /// Reads process 0's output.
-    pub fn output(&self) -> Result<JobOutput> {
+    pub fn output(&self) -> Result<WorkOutput> {
         self.get_json(OUTPUT, "job output")
     }
 }

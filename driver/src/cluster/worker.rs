@@ -5,6 +5,7 @@ use super::{Heartbeat, Members, Pool, PortRange, Rendezvous, read_hostfile, rese
 use anyhow::{Result, bail};
 use facematch_datasets::S3Options;
 use facematch_job::dataflow::JobError;
+use facematch_job::{Work, WorkOutput};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,20 +124,37 @@ fn run_share(options: &WorkerOptions, rendezvous: Rendezvous) -> Result<()> {
     let connected = exit_unless_connected(options.connect_timeout, place.addresses.join(", "));
     let config = cluster_config(place.threads, process, place.addresses);
     drop(place.reserved); // timely binds the port now
-    let output = match facematch_job::dataflow::run_job_connected(Arc::new(spec), config, connected)
-    {
-        Ok(output) => output,
-        // The data is at fault, not the cluster: say so, so the histories end in ERROR.
-        Err(e @ (JobError::Shards(_) | JobError::Invalid(_))) => {
-            rendezvous.publish_failure(&e.to_string())?;
-            return Err(e.into());
+    let output = match spec {
+        Work::Search(spec) => {
+            match facematch_job::dataflow::run_job_connected(Arc::new(spec), config, connected) {
+                Ok(output) => output.map(WorkOutput::Search),
+                // The data is at fault, not the cluster: say so, so the histories end in ERROR.
+                Err(e @ (JobError::Shards(_) | JobError::Invalid(_))) => {
+                    rendezvous.publish_failure(&e.to_string())?;
+                    return Err(e.into());
+                }
+                // Storage would not serve a shard: the run ends now and requeues.
+                Err(e @ JobError::Unavailable(_)) => {
+                    rendezvous.publish_unavailable(&e.to_string())?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        // Storage would not serve a shard: the run ends now and requeues.
-        Err(e @ JobError::Unavailable(_)) => {
-            rendezvous.publish_unavailable(&e.to_string())?;
-            return Err(e.into());
+        #[cfg(feature = "photos")]
+        Work::Build(spec) => {
+            use facematch_job::build::{BuildError, run_build_connected};
+            match run_build_connected(Arc::new(spec), config, connected) {
+                Ok(output) => output.map(WorkOutput::Build),
+                // Models that will not load, a part that cannot be written: the build stops
+                // (its parts stay for the next attempt), and the driver says why.
+                Err(e @ BuildError::Fatal(_)) => {
+                    rendezvous.publish_failure(&e.to_string())?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Err(e) => return Err(e.into()),
     };
     match (process, output) {
         (0, Some(output)) => rendezvous.publish_output(&output)?,

@@ -2,8 +2,9 @@
 //! face pipeline (feature `photos`). Their flags exist in every build, so a binary without the
 //! feature parses them and says what is missing instead of calling them unknown.
 
-use super::common::{DatabaseArgs, ImageStoreArgs, S3Args, default_workers};
+use super::common::{DatabaseArgs, ImageStoreArgs, S3Args};
 use super::dataset::WriteArgs;
+use super::run::RunnerArgs;
 use super::submit::QueryArgs;
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -12,6 +13,10 @@ use std::process::ExitCode;
 
 /// dlib's detection is run on images scaled down to this longest side (boxes are mapped back).
 const DEFAULT_MAX_DETECT_SIDE: u32 = 2400;
+
+/// Photos per chunk of a build by default: small enough that an interrupted build loses little,
+/// large enough that a part's transaction is not paid per photo.
+const DEFAULT_CHUNK_PHOTOS: u64 = 32;
 
 /// How to find faces (shared by every command that reads photos).
 #[derive(Debug, Clone, Args)]
@@ -102,14 +107,25 @@ pub struct BuildArgs {
     /// Source of the faces: A (actor) or U (user).
     #[arg(long, default_value = "A")]
     source: String,
-    /// Timely worker threads (each loads its own models).
-    #[arg(long, short, default_value_t = default_workers())]
-    workers: usize,
     /// Exit with an error when any photo failed (the build still completes).
     #[arg(long)]
     strict: bool,
+    /// Photos per chunk: the workers' unit of work, and what an interrupted build resumes from.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_PHOTOS, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    chunk_photos: u64,
+    /// Resume the interrupted build of this dataset (an error if there is none). Without it, an
+    /// interrupted build asked the same is resumed all the same.
+    #[arg(long, conflicts_with = "fresh")]
+    resume: bool,
+    /// Give an interrupted build of this dataset up (its parts and shards are deleted) and start
+    /// again.
+    #[arg(long)]
+    fresh: bool,
     #[command(flatten)]
     face: FaceArgs,
+    /// Where the workers run (each worker thread loads its own models).
+    #[command(flatten)]
+    cluster: RunnerArgs,
 }
 
 #[cfg(not(feature = "photos"))]
@@ -122,7 +138,7 @@ mod enabled {
     use super::*;
     use crate::output::{photos as report, print_json};
     use crate::photos::add::{AddRequest, Owner, add_faces};
-    use crate::photos::build::{BuildRequest, build_dataset};
+    use crate::photos::build::{BuildRequest, Resume, build_dataset};
     use crate::photos::encode::encode_file;
     use crate::store::datasets;
     use anyhow::anyhow;
@@ -219,9 +235,11 @@ mod enabled {
 
     /// `facematch dataset build`: exit 1 with `--strict` when a photo failed.
     pub fn build(args: BuildArgs, json: bool) -> Result<ExitCode> {
-        if args.workers == 0 {
+        if args.cluster.workers == 0 {
             anyhow::bail!("--workers must be at least 1");
         }
+        let s3 = args.write.s3.options();
+        let runner = args.cluster.runner(&s3)?;
         let request = BuildRequest {
             photos_uri: args.images.clone(),
             actors_from_dirs: args.actors_from_dirs,
@@ -231,19 +249,24 @@ mod enabled {
             name: args.write.name.clone(),
             dataset_root: args.write.root.dataset_root.clone(),
             shard_rows: args.write.shard_rows,
+            chunk_photos: args.chunk_photos as usize,
             make_current: !args.write.no_current,
-            workers: args.workers,
-            s3: args.write.s3.options(),
+            resume: match (args.resume, args.fresh) {
+                (true, _) => Resume::Required,
+                (_, true) => Resume::Fresh,
+                _ => Resume::Auto,
+            },
+            s3,
             progress: if json {
                 indicatif::ProgressBar::hidden()
             } else {
                 crate::output::progress_bar(
                     0,
-                    "{spinner} encoding [{bar:30}] {pos}/{len} photos, {msg} ({elapsed}, eta {eta})",
+                    "{spinner} encoding [{bar:30}] {pos}/{len} photos, {msg}, {per_sec} ({elapsed}, eta {eta})",
                 )
             },
         };
-        let built = build_dataset(&args.write.db.url()?, &request)?;
+        let built = build_dataset(&args.write.db.url()?, &request, runner.as_ref())?;
         if json {
             print_json(&built)?;
         } else {

@@ -15,14 +15,16 @@ use crate::runner::processes::ProcessesRunner;
 use crate::store::histories::ClaimScope;
 use anyhow::{Result, bail};
 use clap::Args;
+use facematch_datasets::S3Options;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// How and where a batch runs (`facematch run`, and the run flags of `search` and `schedule`).
+/// Where a dataflow runs (`--runner` and what each runner needs): the flags a batch run and a
+/// photo build share.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct RunnerArgs {
     /// Where the dataflow runs: inline, processes:N[xW] (worker processes here), hosts:N[xW]
     /// (the workers serving --pool on hosts you manage) or emr.
     #[arg(long, default_value = "inline")]
@@ -30,23 +32,6 @@ pub struct RunArgs {
     /// Timely worker threads per process.
     #[arg(long, short, default_value_t = default_workers())]
     pub workers: usize,
-    /// Dataset `name` or `name@vN` (default: the current one).
-    #[arg(long, env = "FACEMATCH_DATASET")]
-    pub dataset: Option<String>,
-    /// Claim at most this many histories (oldest first).
-    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
-    pub limit: Option<i64>,
-    /// Histories per pass over the dataset: each pass claims at most this many, answers and
-    /// writes them before the next claims more, so memory and claims stay bounded however many
-    /// are pending [default: 10000 on inline and processes, all at once on hosts and emr].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub batch_size: Option<u64>,
-    /// Seconds a claim lasts without a heartbeat before another run may requeue it.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
-    pub lease_secs: u64,
-    /// Attempts before a history whose runs keep dying ends in ERROR.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
-    pub max_attempts: i32,
     /// processes runner: hand the workers a hostfile instead of letting them register.
     #[arg(long)]
     pub hostfile: bool,
@@ -69,11 +54,35 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub peer_timeout: u64,
+    #[command(flatten)]
+    pub emr: Box<EmrArgs>,
+}
+
+/// How and where a batch runs (`facematch run`, and the run flags of `search` and `schedule`).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cluster: RunnerArgs,
+    /// Dataset `name` or `name@vN` (default: the current one).
+    #[arg(long, env = "FACEMATCH_DATASET")]
+    pub dataset: Option<String>,
+    /// Claim at most this many histories (oldest first).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub limit: Option<i64>,
+    /// Histories per pass over the dataset: each pass claims at most this many, answers and
+    /// writes them before the next claims more, so memory and claims stay bounded however many
+    /// are pending [default: 10000 on inline and processes, all at once on hosts and emr].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub batch_size: Option<u64>,
+    /// Seconds a claim lasts without a heartbeat before another run may requeue it.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_secs: u64,
+    /// Attempts before a history whose runs keep dying ends in ERROR.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
+    pub max_attempts: i32,
     /// Run on a cluster even when the planner says this machine alone would finish first.
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub emr: Box<EmrArgs>,
     #[command(flatten)]
     pub db: DatabaseArgs,
     #[command(flatten)]
@@ -83,7 +92,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// The run's options, claiming within `scope` (and at most `--limit`).
     pub fn options(&self, scope: ClaimScope) -> Result<RunOptions> {
-        if self.workers == 0 {
+        if self.cluster.workers == 0 {
             bail!("--workers must be at least 1");
         }
         Ok(RunOptions {
@@ -103,7 +112,14 @@ impl RunArgs {
 
     /// The runner `--runner` names.
     pub fn runner(&self) -> Result<Box<dyn Runner>> {
-        let s3 = self.s3.options();
+        self.cluster.runner(&self.s3.options())
+    }
+}
+
+impl RunnerArgs {
+    /// The runner `--runner` names, reaching S3 with `s3`.
+    pub fn runner(&self, s3: &S3Options) -> Result<Box<dyn Runner>> {
+        let s3 = s3.clone();
         let kind = self
             .runner
             .parse::<RunnerKind>()
@@ -148,7 +164,7 @@ impl RunArgs {
     }
 }
 
-impl RunArgs {
+impl RunnerArgs {
     fn peer_timeout(&self) -> Duration {
         Duration::from_secs(self.peer_timeout)
     }
@@ -199,13 +215,14 @@ impl FromStr for RunnerKind {
 
 /// Runs one batch and prints its summary; exit 3 when a history ended in ERROR.
 pub fn exec(args: RunArgs, json: bool) -> Result<ExitCode> {
-    if args.emr.emr_dry_run {
-        if args.runner != "emr" {
+    let cluster = &args.cluster;
+    if cluster.emr.emr_dry_run {
+        if cluster.runner != "emr" {
             bail!("--emr-dry-run goes with --runner emr");
         }
-        let request = EmrRunner::dry_run(args.emr.options(
-            args.workers,
-            args.peer_timeout(),
+        let request = EmrRunner::dry_run(cluster.emr.options(
+            cluster.workers,
+            cluster.peer_timeout(),
             &args.s3.options(),
         )?)?;
         print_json(&request)?;

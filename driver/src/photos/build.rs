@@ -1,28 +1,37 @@
-//! `facematch dataset build`: a new dataset version from a folder or S3 prefix of photos.
+//! `facematch dataset build`: a new dataset version from a folder or S3 prefix of photos, on any
+//! runner (ARCHITECTURE.md: Building from photos).
 //!
-//! The driver lists the photos, pins the next version and the face ids under the dataset's lock,
-//! runs the build dataflow ([`facematch_job::build`]) that encodes the photos and writes the new
-//! shards in parallel, then writes the manifest (the base version's shards plus the new ones) and
-//! registers the version, its faces and its photos in one transaction. Photos that fail are
-//! recorded per build in `build_failures` and the build carries on; if the build itself fails,
-//! the new version's files are deleted and the database keeps only the failed build's record.
+//! The driver lists the photos, pins the next version, and records the build (resumable) with
+//! its spec in a staging area beside the dataset. A runner's workers encode the photos chunk by
+//! chunk into parts ([`facematch_job::build`]); meanwhile [`super::register`] registers the parts
+//! in photo order and writes the shards. The last transaction registers the version, its faces
+//! and its photos at once. Photos that fail are recorded per build in `build_failures` and the
+//! build carries on. A build that fails or whose driver dies keeps its parts and registered
+//! chunks: the same command resumes it, encoding only the chunks without a part.
 
+use super::register::Registrar;
 use super::{DIM, EMBEDDER, PHOTO_EXTENSIONS, photo_extension};
-use crate::store::builds::{self, BuildCounts, FailedPhoto};
+use crate::runner::{RemoteJob, RunContext, Runner};
+use crate::store::builds::{self, BuildCounts, Interrupted, NewBuild};
 use crate::store::datasets::{self, DatasetRow};
-use crate::store::faces::{self, ImageRow, PhotoFace};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use facematch_datasets::face::{Encoder, EncoderOptions, ModelPaths};
 use facematch_datasets::{DatasetWriter, FaceSource, Manifest, S3Options, Storage};
-use facematch_job::build::{
-    BuildOutput, BuildProgress, BuildSpec, FailureStage, PhotoOutcome, PhotoTask, run_build,
-};
+use facematch_job::build::{BuildOutput, BuildSpec, PhotoTask, part_key};
 use indicatif::ProgressBar;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+/// What to do with an interrupted build of the same dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Resume it if there is one (it must have been asked the same), else start afresh.
+    Auto,
+    /// Resume it; an error if there is none.
+    Required,
+    /// Give it up (its parts and staged rows are deleted) and start afresh.
+    Fresh,
+}
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -35,7 +44,7 @@ pub struct BuildRequest {
     pub source: FaceSource,
     /// Detection and encoding settings.
     pub encoder: EncoderOptions,
-    /// Where dlib's models are.
+    /// Where dlib's models are (on every worker host).
     pub models: ModelPaths,
     /// Dataset name.
     pub name: String,
@@ -43,10 +52,12 @@ pub struct BuildRequest {
     pub dataset_root: String,
     /// Faces per shard.
     pub shard_rows: usize,
+    /// Photos per chunk.
+    pub chunk_photos: usize,
     /// Make the new version the default for runs.
     pub make_current: bool,
-    /// Timely worker threads.
-    pub workers: usize,
+    /// What to do with an interrupted build.
+    pub resume: Resume,
     /// How to reach S3.
     pub s3: S3Options,
     /// The progress bar to keep up to date (its length is set to the number of photos), or
@@ -62,7 +73,7 @@ pub struct PhotoFailure {
     /// sha256 of its bytes, when it could be read.
     pub sha256: Option<String>,
     /// Where it failed: read, decode, no_face.
-    pub stage: &'static str,
+    pub stage: String,
     /// What was wrong.
     pub message: String,
 }
@@ -86,9 +97,17 @@ pub struct BuildReport {
     pub failures: Vec<PhotoFailure>,
     /// The new version (`name@vN`), or none when nothing changed.
     pub dataset: Option<String>,
-    /// Timely workers.
+    /// Where it ran (`--runner`'s label).
+    pub runner: String,
+    /// Timely workers in all.
     pub workers: usize,
-    /// Seconds in the dataflow (encoding and shard writing).
+    /// Whether this command resumed an interrupted build.
+    pub resumed: bool,
+    /// Chunks whose part an earlier attempt had written (not encoded again).
+    pub chunks_reused: usize,
+    /// Photos this command ran through the detector (a resumed build encodes only the rest).
+    pub photos_encoded_now: u64,
+    /// Seconds in the dataflow (encoding; registration runs alongside).
     pub dataflow_secs: f64,
     /// Seconds in all.
     pub total_secs: f64,
@@ -103,30 +122,177 @@ pub fn list_photos(
     Ok(keys
         .into_iter()
         .filter(|key| photo_extension(key).is_some())
-        .map(|key| {
-            let actor = actors_from_dirs
-                .then(|| key.split_once('/').map(|(dir, _)| dir.to_string()))
-                .flatten();
-            (key, actor)
-        })
+        .map(|key| (key.clone(), actor_of(&key, actors_from_dirs)))
         .collect())
 }
 
-/// One build on its way: what was asked, and what it has found so far.
-struct Build<'a> {
-    request: &'a BuildRequest,
-    build_id: i64,
-    photos_storage: &'a Storage,
-    /// The photos (key, actor), in the order that numbers their faces.
-    photos: &'a [(String, Option<String>)],
-    output_storage: Storage,
+fn actor_of(key: &str, actors_from_dirs: bool) -> Option<String> {
+    actors_from_dirs
+        .then(|| key.split_once('/').map(|(dir, _)| dir.to_string()))
+        .flatten()
 }
 
-/// Runs a build; per-photo failures are in the report, anything else is an error.
-pub fn build_dataset(url: &str, request: &BuildRequest) -> Result<BuildReport> {
+/// One build on its way: what was asked, and where everything is.
+pub struct Build<'a> {
+    /// What was asked.
+    pub request: &'a BuildRequest,
+    /// `dataset_builds.id`.
+    pub build_id: i64,
+    /// The version it makes.
+    pub version: u32,
+    /// Where the photos are.
+    pub photos_storage: Storage,
+    /// The photos (key, actor), in the order that numbers their faces.
+    pub photos: Vec<(String, Option<String>)>,
+    /// The dataset's storage root.
+    pub output_storage: Storage,
+    /// The workers' spec (every chunk).
+    pub spec: BuildSpec,
+    /// Shards the base version carries over (the build's shard `n` is file `first_shard + n`).
+    pub first_shard: usize,
+    /// Photos an earlier attempt registered.
+    pub registered_photos: usize,
+}
+
+impl Build<'_> {
+    /// Key of the build's `n`-th new shard.
+    pub fn shard_key(&self, n: usize) -> String {
+        format!(
+            "{}/v{}/shard-{:05}.parquet",
+            self.request.name,
+            self.version,
+            self.first_shard + n
+        )
+    }
+
+    /// Updates the progress bar: photos registered, faces, failures (rate and ETA by indicatif).
+    pub fn show_progress(&self, registered: usize, counts: &BuildCounts) {
+        let bar = &self.request.progress;
+        bar.set_position(registered as u64);
+        bar.set_message(format!(
+            "{} faces, {} skipped, {} failed",
+            counts.faces,
+            counts.known + counts.duplicates,
+            counts.failed
+        ));
+    }
+}
+
+/// Runs a build on `runner`; per-photo failures are in the report, anything else is an error
+/// (and the build stays resumable).
+pub fn build_dataset(
+    url: &str,
+    request: &BuildRequest,
+    runner: &dyn Runner,
+) -> Result<BuildReport> {
     let started = Instant::now();
+    if request.shard_rows == 0 || request.chunk_photos == 0 {
+        bail!("--shard-rows and --chunk-photos must be at least 1");
+    }
     Encoder::check_models(&request.models, request.encoder)?;
     let photos_storage = Storage::open(&request.photos_uri, &request.s3)?;
+    let output_storage = Storage::open(&request.dataset_root, &request.s3)?;
+    let mut client = crate::store::connect_checked(url, crate::store::Access::Write)?;
+    if !builds::try_lock_builds_of(&mut client, &request.name)? {
+        bail!(
+            "another `dataset build --name {}` is running; wait for it (dataset_builds shows it)",
+            request.name
+        );
+    }
+    let settings = settings(request, &photos_storage, &output_storage);
+    let interrupted = builds::interrupted(&mut client, &request.name)?;
+    let (build, resumed) = match (interrupted, request.resume) {
+        (Some(old), Resume::Fresh) => {
+            discard(
+                &mut client,
+                &old,
+                &output_storage,
+                &request.name,
+                &request.s3,
+            )?;
+            let build = start(
+                &mut client,
+                request,
+                photos_storage,
+                output_storage,
+                &settings,
+                runner,
+            )?;
+            (build, false)
+        }
+        (Some(old), _) => {
+            let build = resume(
+                &mut client,
+                request,
+                photos_storage,
+                output_storage,
+                &settings,
+                old,
+                runner,
+            )?;
+            (build, true)
+        }
+        (None, Resume::Required) => bail!(
+            "no interrupted build of {} to resume (dataset_builds has none left resumable)",
+            request.name
+        ),
+        (None, _) => {
+            let build = start(
+                &mut client,
+                request,
+                photos_storage,
+                output_storage,
+                &settings,
+                runner,
+            )?;
+            (build, false)
+        }
+    };
+    let result = run_and_register(&mut client, &build, runner)
+        .and_then(|output| finish(&mut client, &build, resumed, output, runner, started));
+    if let Err(e) = &result {
+        let message = format!("{e:#}");
+        // The database may be what failed; the build stays RUNNING then, and resumable all the same.
+        let _ = builds::fail(&mut client, build.build_id, &message);
+        return Err(anyhow!(
+            "{message}\nbuild {} of {} stopped; run the same command again to resume it",
+            build.build_id,
+            request.name
+        ));
+    }
+    result
+}
+
+/// What a resume must ask the same as the build it resumes.
+fn settings(request: &BuildRequest, photos: &Storage, output: &Storage) -> serde_json::Value {
+    serde_json::json!({
+        "photos": photos.root_uri(),
+        "dataset_root": output.root_uri(),
+        "actors_from_dirs": request.actors_from_dirs,
+        "source": request.source.to_string(),
+        "encoder": request.encoder,
+        "shard_rows": request.shard_rows,
+        "chunk_photos": request.chunk_photos,
+    })
+}
+
+/// The staging area of build `id` of `name`, under the dataset root.
+fn staging_key(name: &str, id: i64) -> String {
+    format!("{name}/.builds/build-{id}")
+}
+
+/// Where a build's spec is kept in its staging area.
+const SPEC_KEY: &str = "spec.json";
+
+/// Starts a new build: lists the photos and pins the version under the dataset's lock.
+fn start<'a>(
+    client: &mut postgres::Client,
+    request: &'a BuildRequest,
+    photos_storage: Storage,
+    output_storage: Storage,
+    settings: &serde_json::Value,
+    runner: &dyn Runner,
+) -> Result<Build<'a>> {
     let photos = list_photos(&photos_storage, request.actors_from_dirs)?;
     if photos.is_empty() {
         bail!(
@@ -135,87 +301,158 @@ pub fn build_dataset(url: &str, request: &BuildRequest) -> Result<BuildReport> {
             photos_storage.root_uri()
         );
     }
-    let mut client = crate::store::connect_checked(url, crate::store::Access::Write)?;
-    let build_id = builds::start(
-        &mut client,
-        &request.name,
-        photos_storage.root_uri(),
-        request.workers,
-        photos.len(),
-    )?;
-    let build = Build {
-        request,
-        build_id,
-        photos_storage: &photos_storage,
-        photos: &photos,
-        output_storage: Storage::open(&request.dataset_root, &request.s3)?,
-    };
-    match build_in_transaction(&mut client, &build) {
-        Ok(mut report) => {
-            report.total_secs = started.elapsed().as_secs_f64();
-            Ok(report)
-        }
-        Err(e) => {
-            builds::fail(&mut client, build_id, &format!("{e:#}"))?;
-            Err(e)
-        }
-    }
-}
-
-/// Pins the version and the face ids, runs the dataflow, and registers what it made, in one
-/// transaction; the new version's files are deleted if anything fails.
-fn build_in_transaction(client: &mut postgres::Client, build: &Build<'_>) -> Result<BuildReport> {
-    let request = build.request;
     let mut tx = client.transaction()?;
-    // The dataset's lock (as for imports) pins the version; the face-id lock pins the ids.
     datasets::lock_name(&mut tx, &request.name)?;
     let base = base_manifest(datasets::latest(&mut tx, &request.name)?, &request.s3)?;
     let version = datasets::next_version(&mut tx, &request.name)?;
     let version_folder = format!("{}/v{version}/", request.name);
-    if !build.output_storage.list(&version_folder)?.is_empty() {
+    if !output_storage.list(&version_folder)?.is_empty() {
         bail!(
             "{} already holds files of {}@v{version}, which this database does not know; \
              use another --name or --dataset-root",
-            build.output_storage.uri_of(&version_folder),
+            output_storage.uri_of(&version_folder),
             request.name
         );
     }
-    let spec = Arc::new(BuildSpec {
-        photos_root: build.photos_storage.root_uri().to_string(),
-        photos: build
-            .photos
+    let known_sha256 = builds::known_photos(&mut tx, &request.name)?;
+    // The id comes with the row; the staging URI follows from it.
+    let build_id = builds::start(
+        &mut tx,
+        &NewBuild {
+            dataset_name: &request.name,
+            photos_uri: photos_storage.root_uri(),
+            workers: runner.capacity().threads,
+            photos: photos.len(),
+            version,
+            settings,
+            runner: &runner.label(),
+        },
+    )?;
+    let staging_uri = output_storage.uri_of(&staging_key(&request.name, build_id));
+    builds::set_staging_uri(&mut tx, build_id, &staging_uri)?;
+    let spec = BuildSpec {
+        photos_root: photos_storage.root_uri().to_string(),
+        photos: photos
             .iter()
             .map(|(key, _)| PhotoTask {
                 key: key.clone(),
                 source: request.source,
             })
             .collect(),
-        known_sha256: builds::known_photos(&mut tx, &request.name)?,
+        known_sha256,
         s3: request.s3.clone(),
         models_dir: request.models.dir().to_path_buf(),
         encoder: request.encoder,
-        output_root: build.output_storage.root_uri().to_string(),
-        name: request.name.clone(),
+        staging_root: staging_uri.clone(),
+        chunk_photos: request.chunk_photos,
+        chunks: Vec::new(),
+    };
+    let staging = Storage::open(&staging_uri, &request.s3)?;
+    staging.put(SPEC_KEY, serde_json::to_vec(&spec)?.into())?;
+    tx.commit()?;
+    Ok(Build {
+        request,
+        build_id,
         version,
-        first_face_id: faces::lock_next_face_id(&mut tx)?,
-        shard_rows: request.shard_rows,
+        photos_storage,
+        photos,
+        output_storage,
         first_shard: base.as_ref().map_or(0, |m| m.shards.len()),
-    });
-    let registered = run_with_progress(spec.clone(), request).and_then(|output| {
-        let report = register(&mut tx, build, &spec, &output, base.as_ref())?;
-        tx.commit()?;
-        Ok(report)
-    });
-    if registered.is_err() {
-        for key in build
-            .output_storage
-            .list(&version_folder)
-            .unwrap_or_default()
-        {
-            let _ = build.output_storage.delete(&key);
-        }
+        spec,
+        registered_photos: 0,
+    })
+}
+
+/// Takes an interrupted build up again, with the photo list it started with.
+fn resume<'a>(
+    client: &mut postgres::Client,
+    request: &'a BuildRequest,
+    photos_storage: Storage,
+    output_storage: Storage,
+    settings: &serde_json::Value,
+    old: Interrupted,
+    runner: &dyn Runner,
+) -> Result<Build<'a>> {
+    if &old.settings != settings {
+        bail!(
+            "build {} of {} was interrupted ({} of {} photos registered) with other settings:\n  \
+             it asked   {}\n  this asks {}\nrun it with the same settings to resume it, or add \
+             --fresh to give it up and start again",
+            old.id,
+            request.name,
+            old.registered_photos,
+            old.photos,
+            old.settings,
+            settings
+        );
     }
-    registered
+    let next = datasets::next_version(client, &request.name)?;
+    if next != old.version {
+        bail!(
+            "build {} of {} was to make {}@v{}, but that version exists now; add --fresh to \
+             give the build up and start again",
+            old.id,
+            request.name,
+            request.name,
+            old.version
+        );
+    }
+    let base = base_manifest(datasets::latest(client, &request.name)?, &request.s3)?;
+    let staging = Storage::open(&old.staging_uri, &request.s3)?;
+    let spec: BuildSpec = serde_json::from_slice(&staging.get(SPEC_KEY).with_context(|| {
+        format!(
+            "build {} cannot be resumed without its spec; add --fresh to start again",
+            old.id
+        )
+    })?)
+    .with_context(|| format!("{}: unreadable build spec", staging.uri_of(SPEC_KEY)))?;
+    builds::resume(client, old.id, &runner.label(), runner.capacity().threads)?;
+    tracing::info!(
+        build = old.id,
+        registered = old.registered_photos,
+        photos = old.photos,
+        "resuming an interrupted build ({})",
+        old.status
+    );
+    let photos = spec
+        .photos
+        .iter()
+        .map(|p| (p.key.clone(), actor_of(&p.key, request.actors_from_dirs)))
+        .collect();
+    Ok(Build {
+        request,
+        build_id: old.id,
+        version: old.version,
+        photos_storage,
+        photos,
+        output_storage,
+        first_shard: base.as_ref().map_or(0, |m| m.shards.len()),
+        spec,
+        registered_photos: old.registered_photos,
+    })
+}
+
+/// Gives an interrupted build up for `--fresh`: its rows, parts and shards go.
+fn discard(
+    client: &mut postgres::Client,
+    old: &Interrupted,
+    output: &Storage,
+    name: &str,
+    s3: &S3Options,
+) -> Result<()> {
+    builds::discard(client, old.id, "given up for a --fresh build")?;
+    delete_all(&Storage::open(&old.staging_uri, s3)?)?;
+    for key in output.list(&format!("{name}/v{}/", old.version))? {
+        output.delete(&key)?;
+    }
+    Ok(())
+}
+
+fn delete_all(storage: &Storage) -> Result<()> {
+    for key in storage.list("")? {
+        storage.delete(&key)?;
+    }
+    Ok(())
 }
 
 /// The manifest of the version a build adds to, which must hold dlib encodings.
@@ -232,224 +469,174 @@ fn base_manifest(base: Option<DatasetRow>, s3: &S3Options) -> Result<Option<Mani
     }
 }
 
-/// Runs the build dataflow, with a progress bar fed from the workers' counters when asked.
-fn run_with_progress(spec: Arc<BuildSpec>, request: &BuildRequest) -> Result<BuildOutput> {
-    let progress = Arc::new(BuildProgress::default());
-    let total = spec.photos.len() as u64;
-    let bar = request.progress.clone();
-    bar.set_length(total);
-    let watcher = {
-        let (progress, bar) = (progress.clone(), bar.clone());
-        std::thread::spawn(move || {
-            loop {
-                let done = progress.done.load(Ordering::Relaxed);
-                bar.set_position(done);
-                bar.set_message(format!(
-                    "{} faces, {} skipped, {} errors",
-                    progress.faces.load(Ordering::Relaxed),
-                    progress.skipped.load(Ordering::Relaxed),
-                    progress.failed.load(Ordering::Relaxed)
-                ));
-                if done >= total || Arc::strong_count(&progress) == 1 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
-    let config = facematch_job::timely::Config::process(request.workers.max(1));
-    let result = run_build(spec, config, progress.clone());
-    drop(progress);
-    let _ = watcher.join();
-    bar.finish_and_clear();
-    result?.ok_or_else(|| anyhow!("the build dataflow returned nothing"))
-}
+/// The build's run as the runners see it.
+struct BuildContext(i64);
 
-/// What the dataflow's photo outcomes amount to: the report's counts and failures, and the
-/// faces and photos to register.
-struct Sorted {
-    report: BuildReport,
-    faces: Vec<PhotoFace>,
-    images: Vec<ImageRow>,
-}
+impl RunContext for BuildContext {
+    fn run_id(&self) -> i64 {
+        self.0
+    }
 
-/// Registers the build's faces, photos and version (if it made one) and records the build.
-fn register(
-    tx: &mut postgres::Transaction<'_>,
-    build: &Build<'_>,
-    spec: &BuildSpec,
-    output: &BuildOutput,
-    base: Option<&Manifest>,
-) -> Result<BuildReport> {
-    let Sorted {
-        mut report,
-        faces,
-        images,
-    } = sort_outcomes(tx, build, output)?;
-    if faces.len() as u64 != output.faces {
-        bail!(
-            "the build wrote {} faces to shards but found {}",
-            output.faces,
-            faces.len()
+    fn record(&self, job: &RemoteJob) {
+        tracing::info!(
+            build = self.0,
+            cluster = job.cluster_id,
+            state = job.cluster_state,
+            "cluster"
         );
     }
-    let dataset = if faces.is_empty() {
+}
+
+/// Has the workers encode the chunks without a part while this thread registers the parts in
+/// order; returns the workers' output once every chunk is registered.
+fn run_and_register(
+    client: &mut postgres::Client,
+    build: &Build<'_>,
+    runner: &dyn Runner,
+) -> Result<(BuildOutput, usize)> {
+    let staging = Storage::open(&build.spec.staging_root, &build.request.s3)?;
+    let chunks = build.spec.chunk_count();
+    let done: std::collections::HashSet<String> = staging.list("parts/")?.into_iter().collect();
+    let todo: Vec<usize> = (0..chunks)
+        .filter(|c| !done.contains(&part_key(*c)))
+        .collect();
+    let reused = chunks - todo.len();
+    let bar = &build.request.progress;
+    bar.set_length(build.spec.photos.len() as u64);
+    bar.set_position(build.registered_photos as u64);
+    bar.reset_eta();
+    let mut registrar = Registrar::resume(build, client)?;
+    let spec = BuildSpec {
+        chunks: todo,
+        ..build.spec.clone()
+    };
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    // The runner stays on this thread (runners need not be `Sync`); the registrar follows the
+    // parts beside it.
+    let (output, followed) = std::thread::scope(|scope| {
+        let registering = scope.spawn(|| {
+            let followed = registrar.follow(&|| finished.load(std::sync::atomic::Ordering::SeqCst));
+            (registrar, followed)
+        });
+        let output = if spec.chunks.is_empty() {
+            Ok(BuildOutput::default())
+        } else {
+            runner.build(spec, &BuildContext(build.build_id))
+        };
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        let followed = registering
+            .join()
+            .map_err(|_| anyhow!("the build's registering thread panicked"));
+        (output, followed)
+    });
+    let (mut registrar, all_in) = followed?;
+    let output = output?;
+    if !all_in? {
+        bail!(
+            "the workers finished, but chunk {} has no part under {}",
+            registrar.registered_chunks(),
+            staging.root_uri()
+        );
+    }
+    registrar.close()?;
+    bar.finish_and_clear();
+    Ok((output, reused))
+}
+
+/// Registers the version (when the build found faces), its faces and photos in one transaction,
+/// marks the build FINISHED, and deletes its staging area.
+fn finish(
+    client: &mut postgres::Client,
+    build: &Build<'_>,
+    resumed: bool,
+    (output, reused): (BuildOutput, usize),
+    runner: &dyn Runner,
+    started: Instant,
+) -> Result<BuildReport> {
+    let request = build.request;
+    let counts = builds::counts(client, build.build_id)?;
+    let shards = builds::written_shards(client, build.build_id)?;
+    let mut tx = client.transaction()?;
+    datasets::lock_name(&mut tx, &request.name)?;
+    let dataset = if counts.faces == 0 {
         None
     } else {
-        Some(register_version(tx, build, spec, output, base, &faces)?)
+        if datasets::next_version(&mut tx, &request.name)? != build.version {
+            bail!(
+                "{}@v{} was registered by someone else while build {} ran",
+                request.name,
+                build.version,
+                build.build_id
+            );
+        }
+        let base = base_manifest(datasets::latest(&mut tx, &request.name)?, &request.s3)?;
+        let mut writer = DatasetWriter::create(
+            build.output_storage.clone(),
+            &request.name,
+            build.version,
+            DIM,
+            EMBEDDER,
+            request.shard_rows,
+        )?;
+        if let Some(base) = &base {
+            writer.include_version(base)?;
+        }
+        let placed: u64 = shards.iter().map(|(_, s)| s.rows).sum();
+        if placed != counts.faces {
+            bail!(
+                "build {} registered {} faces but its shards hold {placed}",
+                build.build_id,
+                counts.faces
+            );
+        }
+        for (_, shard) in shards {
+            writer.add_shard(shard)?;
+        }
+        let manifest = writer.finish()?;
+        Some(datasets::register_version(
+            &mut tx,
+            &build.output_storage,
+            &manifest,
+            request.make_current,
+        )?)
     };
-    report.dataset = dataset.as_ref().map(DatasetRow::label);
-    let dataset_id = dataset.map(|row| row.id);
-    faces::insert_images(tx, &build.request.name, &images, dataset_id)?;
-    builds::record_failures(
-        tx,
-        build.build_id,
-        report.failures.iter().map(|f| FailedPhoto {
-            image: &f.image,
-            sha256: f.sha256.as_deref(),
+    let dataset_id = dataset.as_ref().map(|row| row.id);
+    builds::publish(&mut tx, build.build_id, &request.name, dataset_id)?;
+    builds::finish(&mut tx, build.build_id, dataset_id)?;
+    tx.commit()?;
+    // The parts served their purpose; a failure to delete them costs only space.
+    if let Err(e) = Storage::open(&build.spec.staging_root, &request.s3).and_then(|s| {
+        for key in s.list("")? {
+            s.delete(&key)?;
+        }
+        Ok(())
+    }) {
+        tracing::warn!("could not delete {}: {e:#}", build.spec.staging_root);
+    }
+    let failures = builds::failures(client, build.build_id)?
+        .into_iter()
+        .map(|f| PhotoFailure {
+            image: f.image,
+            sha256: f.sha256,
             stage: f.stage,
-            message: &f.message,
-        }),
-    )?;
-    let counts = BuildCounts {
-        encoded: report.encoded,
-        skipped: report.known + report.duplicates,
-        failed: report.failures.len(),
-        faces: report.faces,
-    };
-    builds::finish(tx, build.build_id, counts, dataset_id)?;
-    Ok(report)
-}
-
-/// Goes through every photo's outcome: encoded photos give faces (numbered as the dataflow
-/// numbered them) and image rows, the others counts and failures.
-fn sort_outcomes(
-    tx: &mut postgres::Transaction<'_>,
-    build: &Build<'_>,
-    output: &BuildOutput,
-) -> Result<Sorted> {
-    let mut sorted = Sorted {
-        report: BuildReport {
-            build_id: build.build_id,
-            photos: build.photos.len(),
-            encoded: 0,
-            faces: output.faces,
-            known: 0,
-            duplicates: 0,
-            failures: Vec::new(),
-            dataset: None,
-            workers: build.request.workers,
-            dataflow_secs: output.elapsed.as_secs_f64(),
-            total_secs: 0.0,
-        },
-        faces: Vec::new(),
-        images: Vec::new(),
-    };
-    let mut actors = ActorIds::default();
-    for photo in &output.photos {
-        let (key, actor) = &build.photos[photo.index];
-        let uri = build.photos_storage.uri_of(key);
-        let report = &mut sorted.report;
-        match &photo.outcome {
-            PhotoOutcome::Encoded(encoded) => {
-                sorted.images.push(ImageRow {
-                    sha256: encoded.sha256.clone(),
-                    uri: uri.clone(),
-                    width: encoded.width,
-                    height: encoded.height,
-                    face_count: encoded.faces.len(),
-                });
-                if encoded.faces.is_empty() {
-                    report.failures.push(PhotoFailure {
-                        image: uri.clone(),
-                        sha256: Some(encoded.sha256.clone()),
-                        stage: FailureStage::NoFace.as_str(),
-                        message: format!("image {uri}: no face found"),
-                    });
-                    continue;
-                }
-                report.encoded += 1;
-                let actor_id = match actor {
-                    Some(name) => Some(actors.get(tx, name)?),
-                    None => None,
-                };
-                for (k, face) in encoded.faces.iter().enumerate() {
-                    let b = face.bbox.clipped(encoded.width, encoded.height);
-                    sorted.faces.push(PhotoFace {
-                        id: photo.first_face_id + k as i64,
-                        source: build.request.source,
-                        actor_id,
-                        user_id: None,
-                        image_uri: uri.clone(),
-                        image_sha256: encoded.sha256.clone(),
-                        bbox: [b.left, b.top, b.right, b.bottom].map(|v| v as i32),
-                        encoding: face.encoding.clone(),
-                        detector: face.detector.as_str(),
-                    });
-                }
-            }
-            PhotoOutcome::Known { .. } => report.known += 1,
-            PhotoOutcome::Duplicate { .. } => report.duplicates += 1,
-            PhotoOutcome::Failed {
-                sha256,
-                stage,
-                message,
-            } => report.failures.push(PhotoFailure {
-                image: uri,
-                sha256: sha256.clone(),
-                stage: stage.as_str(),
-                message: message.clone(),
-            }),
-        }
-    }
-    Ok(sorted)
-}
-
-/// Actor ids by name, each looked up (or created) once per build.
-#[derive(Default)]
-struct ActorIds(BTreeMap<String, i64>);
-
-impl ActorIds {
-    fn get(&mut self, tx: &mut postgres::Transaction<'_>, name: &str) -> Result<i64> {
-        if let Some(id) = self.0.get(name) {
-            return Ok(*id);
-        }
-        let id = faces::actor_id(tx, name)?;
-        self.0.insert(name.to_string(), id);
-        Ok(id)
-    }
-}
-
-/// Writes the new version's manifest (the base version's shards plus the new ones) and
-/// registers the version and its faces.
-fn register_version(
-    tx: &mut postgres::Transaction<'_>,
-    build: &Build<'_>,
-    spec: &BuildSpec,
-    output: &BuildOutput,
-    base: Option<&Manifest>,
-    photo_faces: &[PhotoFace],
-) -> Result<DatasetRow> {
-    let request = build.request;
-    // The lock taken before the build is still held: the ids computed then are still free.
-    faces::reserve_face_ids(tx, spec.first_face_id, photo_faces.len() as i64)?;
-    let mut writer = DatasetWriter::create(
-        build.output_storage.clone(),
-        &request.name,
-        spec.version,
-        DIM,
-        EMBEDDER,
-        request.shard_rows,
-    )?;
-    if let Some(base) = base {
-        writer.include_version(base)?;
-    }
-    for shard in &output.shards {
-        writer.add_shard(shard.clone())?;
-    }
-    let manifest = writer.finish()?;
-    let row =
-        datasets::register_version(tx, &build.output_storage, &manifest, request.make_current)?;
-    faces::insert_photo_faces(tx, photo_faces, Some(row.id))?;
-    Ok(row)
+            message: f.message,
+        })
+        .collect();
+    Ok(BuildReport {
+        build_id: build.build_id,
+        photos: build.photos.len(),
+        encoded: counts.encoded,
+        faces: counts.faces,
+        known: counts.known,
+        duplicates: counts.duplicates,
+        failures,
+        dataset: dataset.as_ref().map(DatasetRow::label),
+        runner: runner.label(),
+        workers: runner.capacity().threads,
+        resumed,
+        chunks_reused: reused,
+        photos_encoded_now: output.photos_encoded,
+        dataflow_secs: output.elapsed_secs,
+        total_secs: started.elapsed().as_secs_f64(),
+    })
 }

@@ -9,6 +9,7 @@
 pub mod add;
 pub mod build;
 pub mod encode;
+pub mod register;
 
 use anyhow::{Context, Result, bail};
 use facematch_datasets::{S3Options, Storage};

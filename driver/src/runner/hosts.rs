@@ -14,7 +14,7 @@ use super::{Capacity, DataFailure, RunContext, Runner, WorkerLost};
 use crate::cluster::{Pool, Rendezvous, Watcher};
 use anyhow::Result;
 use facematch_datasets::S3Options;
-use facematch_job::{JobOutput, JobSpec};
+use facematch_job::{Work, WorkOutput};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ impl Runner for HostsRunner {
         }
     }
 
-    fn execute(&self, spec: Arc<JobSpec>, context: &dyn RunContext) -> Result<JobOutput> {
+    fn execute(&self, work: Arc<Work>, context: &dyn RunContext) -> Result<WorkOutput> {
         let pool = Pool::open(&self.pool, &self.s3)?;
         let name = format!(
             "run-{}-{}",
@@ -62,7 +62,7 @@ impl Runner for HostsRunner {
                 .map_or(0, |d| d.as_millis())
         );
         let rendezvous = Rendezvous::open(&pool.run_uri(&name), &self.s3)?;
-        rendezvous.publish_spec(&spec)?;
+        rendezvous.publish_spec(&work)?;
         pool.point_at(rendezvous.uri(), &self.s3)?;
         let outcome = self
             .assemble(&pool, &rendezvous)
@@ -119,7 +119,7 @@ impl HostsRunner {
     }
 
     /// Waits for the output, the job's failure, a lost worker or a signal.
-    fn watch(&self, rendezvous: &Rendezvous) -> Result<JobOutput> {
+    fn watch(&self, rendezvous: &Rendezvous) -> Result<WorkOutput> {
         let mut watcher = Watcher::new();
         loop {
             if let Some(failure) = rendezvous.failure()? {

@@ -3,7 +3,7 @@
 use super::{Capacity, DataFailure, RunContext, Runner};
 use anyhow::{Result, anyhow};
 use facematch_job::dataflow::JobError;
-use facematch_job::{JobOutput, JobSpec, run_job};
+use facematch_job::{Work, WorkOutput, run_job};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,15 +27,23 @@ impl Runner for InlineRunner {
         }
     }
 
-    fn execute(&self, spec: Arc<JobSpec>, _: &dyn RunContext) -> Result<JobOutput> {
-        let output = run_job(
-            spec,
-            facematch_job::timely::Config::process(self.workers.max(1)),
-        )
-        .map_err(|e| match e {
-            JobError::Shards(_) | JobError::Invalid(_) => DataFailure(e.to_string()).into(),
-            JobError::Runtime(_) | JobError::Unavailable(_) => anyhow::Error::from(e),
-        })?;
-        output.ok_or_else(|| anyhow!("worker 0 returned no output"))
+    fn execute(&self, work: Arc<Work>, _: &dyn RunContext) -> Result<WorkOutput> {
+        let config = facematch_job::timely::Config::process(self.workers.max(1));
+        match &*work {
+            Work::Search(spec) => {
+                let output = run_job(Arc::new(spec.clone()), config).map_err(|e| match e {
+                    JobError::Shards(_) | JobError::Invalid(_) => DataFailure(e.to_string()).into(),
+                    JobError::Runtime(_) | JobError::Unavailable(_) => anyhow::Error::from(e),
+                })?;
+                let output = output.ok_or_else(|| anyhow!("worker 0 returned no output"))?;
+                Ok(WorkOutput::Search(output))
+            }
+            #[cfg(feature = "photos")]
+            Work::Build(spec) => {
+                let output = facematch_job::build::run_build(Arc::new(spec.clone()), config)?;
+                let output = output.ok_or_else(|| anyhow!("worker 0 returned no output"))?;
+                Ok(WorkOutput::Build(output))
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ pub mod inline;
 pub mod processes;
 
 use anyhow::Result;
-use facematch_job::{JobOutput, JobSpec};
+use facematch_job::{JobOutput, JobSpec, Work, WorkOutput};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +87,28 @@ pub trait Runner {
     fn check(&self, _dataset_root: &str) -> Result<()> {
         Ok(())
     }
-    /// Runs the dataflow to completion and returns its output (results for every query).
-    fn execute(&self, spec: Arc<JobSpec>, context: &dyn RunContext) -> Result<JobOutput>;
+    /// Runs the work to completion and returns process 0's output.
+    fn execute(&self, work: Arc<Work>, context: &dyn RunContext) -> Result<WorkOutput>;
+
+    /// Runs one search pass: results for every query.
+    fn search(&self, spec: &JobSpec, context: &dyn RunContext) -> Result<JobOutput> {
+        match self.execute(Arc::new(Work::Search(spec.clone())), context)? {
+            WorkOutput::Search(output) => Ok(output),
+            #[allow(unreachable_patterns)]
+            other => anyhow::bail!("a search returned the output of a {}", other.kind()),
+        }
+    }
+
+    /// Runs one attempt of a photo build: the parts of its chunks written.
+    #[cfg(feature = "photos")]
+    fn build(
+        &self,
+        spec: facematch_job::build::BuildSpec,
+        context: &dyn RunContext,
+    ) -> Result<facematch_job::build::BuildOutput> {
+        match self.execute(Arc::new(Work::Build(spec)), context)? {
+            WorkOutput::Build(output) => Ok(output),
+            other => anyhow::bail!("a build returned the output of a {}", other.kind()),
+        }
+    }
 }

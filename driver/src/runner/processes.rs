@@ -6,7 +6,7 @@ use super::{Capacity, DataFailure, RunContext, Runner, WorkerLost};
 use crate::cluster::{Pool, Rendezvous, Watcher, WorkerFlags, indexed_args, joiner_args};
 use anyhow::{Context, Result};
 use facematch_datasets::S3Options;
-use facematch_job::{JobOutput, JobSpec};
+use facematch_job::{Work, WorkOutput};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -49,7 +49,7 @@ impl Runner for ProcessesRunner {
         }
     }
 
-    fn execute(&self, spec: Arc<JobSpec>, _: &dyn RunContext) -> Result<JobOutput> {
+    fn execute(&self, work: Arc<Work>, _: &dyn RunContext) -> Result<WorkOutput> {
         let dir = std::env::temp_dir().join(format!(
             "facematch-run-{}-{}",
             std::process::id(),
@@ -59,7 +59,7 @@ impl Runner for ProcessesRunner {
         ));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let result = self.run_in(&dir, &spec);
+        let result = self.run_in(&dir, &work);
         let _ = std::fs::remove_dir_all(&dir);
         result
     }
@@ -89,9 +89,9 @@ impl ProcessesRunner {
         }
     }
 
-    fn run_in(&self, dir: &Path, spec: &JobSpec) -> Result<JobOutput> {
+    fn run_in(&self, dir: &Path, work: &Work) -> Result<WorkOutput> {
         let rendezvous = Rendezvous::open(&dir.join("run").display().to_string(), &self.s3)?;
-        rendezvous.publish_spec(spec)?;
+        rendezvous.publish_spec(work)?;
         Pool::open(&dir.display().to_string(), &self.s3)?.point_at(rendezvous.uri(), &self.s3)?;
         if self.hostfile {
             write_hostfile(&dir.join("hosts"), self.processes)?;
@@ -144,7 +144,7 @@ impl ProcessesRunner {
         dir: &Path,
         children: &mut [(usize, Child)],
         rendezvous: &Rendezvous,
-    ) -> Result<JobOutput> {
+    ) -> Result<WorkOutput> {
         // A process can be alive and stuck (stopped, or waiting on a peer that is): its
         // heartbeat tells.
         let mut watcher = Watcher::new();

@@ -7,8 +7,10 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 
 /// Locks face-id allocation until the transaction ends (concurrent allocations queue) and returns
-/// the next free id for new photo faces: after every id in use (imported ids included) and never
-/// below 120000, the old system's first user face.
+/// the next free id for new photo faces: after every id in use (imported ids and the faces an
+/// unfinished build has staged included) and never below 120000, the old system's first user
+/// face. A build's staged rows are its reservation: they commit or roll back with the chunk that
+/// took them, so an interrupted build leaves no gap.
 pub fn lock_next_face_id(tx: &mut impl GenericClient) -> Result<i64> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('facematch.face_ids'))",
@@ -18,6 +20,7 @@ pub fn lock_next_face_id(tx: &mut impl GenericClient) -> Result<i64> {
         .query_one(
             "SELECT greatest(
                  coalesce((SELECT max(id) FROM faces), 0) + 1,
+                 coalesce((SELECT max(id) FROM build_faces), 0) + 1,
                  (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM faces_user_id_seq))",
             &[],
         )?

@@ -19,7 +19,7 @@ use crate::cluster::{Pool, Rendezvous};
 use anyhow::{Context, Result, anyhow, bail};
 pub use client::{ClusterReport, Emr, StepReport};
 use facematch_datasets::{S3Options, Storage};
-use facematch_job::{JobOutput, JobSpec};
+use facematch_job::{Work, WorkOutput};
 use request::Staged;
 use sha2::Digest;
 use std::sync::Arc;
@@ -152,7 +152,7 @@ impl EmrRunner {
     }
 
     /// Uploads the binary (once per content) and the bootstrap script, and publishes the job.
-    pub fn stage(&self, spec: &JobSpec, run_id: i64) -> Result<Staged> {
+    pub fn stage(&self, work: &Work, run_id: i64) -> Result<Staged> {
         let staging = self.staging()?;
         let path = self.binary()?;
         let binary = std::fs::read(path)
@@ -168,7 +168,7 @@ impl EmrRunner {
             &keys.bootstrap,
             request::BOOTSTRAP_SCRIPT.as_bytes().to_vec().into(),
         )?;
-        Rendezvous::open(&staged.rendezvous, &self.options.s3)?.publish_spec(spec)?;
+        Rendezvous::open(&staged.rendezvous, &self.options.s3)?.publish_spec(work)?;
         Ok(staged)
     }
 
@@ -335,8 +335,16 @@ impl Runner for EmrRunner {
         self.binary().map(|_| ())
     }
 
-    fn execute(&self, spec: Arc<JobSpec>, context: &dyn RunContext) -> Result<JobOutput> {
-        let staged = self.stage(&spec, context.run_id())?;
+    fn execute(&self, work: Arc<Work>, context: &dyn RunContext) -> Result<WorkOutput> {
+        // The nodes run the portable search worker, which has no face pipeline: a build there
+        // would start a cluster only for every worker to refuse it.
+        if work.kind() != "search" {
+            anyhow::bail!(
+                "--runner emr runs searches only for now: its nodes start the portable search \
+                 worker, which has no face pipeline; build on --runner processes or hosts"
+            );
+        }
+        let staged = self.stage(&work, context.run_id())?;
         let rendezvous = Rendezvous::open(&staged.rendezvous, &self.options.s3)?;
         let outcome = self.launch(&staged).and_then(|status| {
             context.record(&status);

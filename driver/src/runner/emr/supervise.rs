@@ -8,7 +8,7 @@ use crate::cluster::{Rendezvous, Watcher};
 use crate::runner::{DataFailure, RemoteJob, RunContext, WorkerLost};
 use anyhow::Result;
 use aws_sdk_emr::types::{ClusterState, StepState};
-use facematch_job::JobOutput;
+use facematch_job::WorkOutput;
 use std::time::{Duration, Instant};
 
 /// How to watch.
@@ -33,7 +33,7 @@ pub fn supervise(
     watch: Watch,
     context: &dyn RunContext,
     cancelled: &dyn Fn() -> bool,
-) -> Result<JobOutput> {
+) -> Result<WorkOutput> {
     let outcome = watch_until_done(emr, &mut status, rendezvous, watch, context, cancelled);
     if status.started_here && (outcome.is_err() || !watch.keep_alive) {
         match emr.terminate(&status.cluster_id) {
@@ -63,7 +63,7 @@ fn watch_until_done(
     watch: Watch,
     context: &dyn RunContext,
     cancelled: &dyn Fn() -> bool,
-) -> Result<JobOutput> {
+) -> Result<WorkOutput> {
     let started = Instant::now();
     let mut interval = watch.poll;
     let mut watcher = Watcher::new();
@@ -141,7 +141,7 @@ fn verdict(
     seen: &Seen,
     rendezvous: &Rendezvous,
     watcher: &mut Watcher,
-) -> Result<Option<Result<JobOutput>>> {
+) -> Result<Option<Result<WorkOutput>>> {
     if let Some(failure) = rendezvous.failure()? {
         return Ok(Some(Err(DataFailure(failure).into())));
     }
