@@ -201,7 +201,7 @@ pub fn build_dataset(
     }
     let settings = settings(request, &photos_storage, &output_storage);
     let interrupted = builds::interrupted(&mut client, &request.name)?;
-    let (build, resumed) = match (interrupted, request.resume) {
+    let to_resume = match (interrupted, request.resume) {
         (Some(old), Resume::Fresh) => {
             discard(
                 &mut client,
@@ -210,43 +210,20 @@ pub fn build_dataset(
                 &request.name,
                 &request.s3,
             )?;
-            let build = start(
-                &mut client,
-                request,
-                photos_storage,
-                output_storage,
-                &settings,
-                runner,
-            )?;
-            (build, false)
+            None
         }
-        (Some(old), _) => {
-            let build = resume(
-                &mut client,
-                request,
-                photos_storage,
-                output_storage,
-                &settings,
-                old,
-                runner,
-            )?;
-            (build, true)
-        }
+        (Some(old), _) => Some(old),
         (None, Resume::Required) => bail!(
             "no interrupted build of {} to resume (dataset_builds has none left resumable)",
             request.name
         ),
-        (None, _) => {
-            let build = start(
-                &mut client,
-                request,
-                photos_storage,
-                output_storage,
-                &settings,
-                runner,
-            )?;
-            (build, false)
-        }
+        (None, _) => None,
+    };
+    let resumed = to_resume.is_some();
+    let stores = (photos_storage, output_storage);
+    let build = match to_resume {
+        Some(old) => resume(&mut client, request, stores, &settings, old, runner)?,
+        None => start(&mut client, request, stores, &settings, runner)?,
     };
     let result = run_and_register(&mut client, &build, runner)
         .and_then(|output| finish(&mut client, &build, resumed, output, runner, started));
@@ -288,8 +265,7 @@ const SPEC_KEY: &str = "spec.json";
 fn start<'a>(
     client: &mut postgres::Client,
     request: &'a BuildRequest,
-    photos_storage: Storage,
-    output_storage: Storage,
+    (photos_storage, output_storage): (Storage, Storage),
     settings: &serde_json::Value,
     runner: &dyn Runner,
 ) -> Result<Build<'a>> {
@@ -367,8 +343,7 @@ fn start<'a>(
 fn resume<'a>(
     client: &mut postgres::Client,
     request: &'a BuildRequest,
-    photos_storage: Storage,
-    output_storage: Storage,
+    (photos_storage, output_storage): (Storage, Storage),
     settings: &serde_json::Value,
     old: Interrupted,
     runner: &dyn Runner,
@@ -605,12 +580,10 @@ fn finish(
     builds::finish(&mut tx, build.build_id, dataset_id)?;
     tx.commit()?;
     // The parts served their purpose; a failure to delete them costs only space.
-    if let Err(e) = Storage::open(&build.spec.staging_root, &request.s3).and_then(|s| {
-        for key in s.list("")? {
-            s.delete(&key)?;
-        }
-        Ok(())
-    }) {
+    if let Err(e) = Storage::open(&build.spec.staging_root, &request.s3)
+        .map_err(anyhow::Error::from)
+        .and_then(|s| delete_all(&s))
+    {
         tracing::warn!("could not delete {}: {e:#}", build.spec.staging_root);
     }
     let failures = builds::failures(client, build.build_id)?
