@@ -533,3 +533,75 @@ fn zombie(pid: i32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn an_interrupted_build_is_resumed_only_as_asked_and_fresh_gives_it_up() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, folder, root, _) = fresh(1);
+    let folder = folder.display().to_string();
+    // Workers that cannot start: the build stops before any part, and stays resumable.
+    let mut broken = build_args(&folder, &root, "processes:2x1", &[]);
+    broken.extend(["--worker-binary", "/nonexistent/facematch"]);
+    let out = env.run(&broken);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot start worker process") && stderr.contains("resume"),
+        "{stderr}"
+    );
+    let first = one(&env, "SELECT id FROM dataset_builds WHERE resumable");
+
+    // Other settings are refused, naming both, and change nothing.
+    let before = env.db.snapshot();
+    let out = env.run(&five(build_args(&folder, &root, "inline", &[])));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("build {first} of people was interrupted"))
+            && stderr.contains("\"shard_rows\":7")
+            && stderr.contains("\"shard_rows\":5")
+            && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.db.snapshot(),
+        before,
+        "a refused resume changes nothing"
+    );
+
+    // --fresh gives it up and builds anew, with the other settings.
+    let report = succeed(&env.run(&five(build_args(&folder, &root, "inline", &["--fresh"]))));
+    assert_eq!(report["resumed"], false, "{report}");
+    assert_eq!(report["faces"], 44, "{report}");
+    let row = env
+        .db
+        .client()
+        .query_one(
+            "SELECT status, resumable, error FROM dataset_builds WHERE id = $1",
+            &[&first],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, bool>(1)),
+        ("ERROR".to_string(), false)
+    );
+    assert!(row.get::<_, String>(2).contains("--fresh"));
+    assert!(parts(&root).is_empty(), "no staging area is left");
+    // The same command again starts a new version: the photos are known, nothing to encode.
+    let again = succeed(&env.run(&five(build_args(&folder, &root, "inline", &[]))));
+    assert_eq!(
+        (
+            again["resumed"].as_bool(),
+            again["photos_encoded_now"].as_u64()
+        ),
+        (Some(false), Some(0)),
+        "{again}"
+    );
+}
+
+/// `args` asking for 5 faces per shard instead of 7.
+fn five(mut args: Vec<&str>) -> Vec<&str> {
+    let at = args.iter().position(|a| *a == "--shard-rows").unwrap();
+    args[at + 1] = "5";
+    args
+}
