@@ -8,6 +8,30 @@ use crate::shard::{encode_shard, sha256_hex};
 use crate::storage::Storage;
 use std::collections::HashSet;
 
+/// Key of shard file `n` of version `version` of dataset `name`, under the storage root.
+pub fn shard_key(name: &str, version: u32, n: usize) -> String {
+    format!("{name}/v{version}/shard-{n:05}.parquet")
+}
+
+/// Encodes `records` (of dimension `dim`) as one shard, writes it at `key` and describes it for
+/// a manifest.
+pub fn write_shard(
+    storage: &Storage,
+    key: &str,
+    records: &[FaceRecord],
+    dim: usize,
+) -> Result<ShardInfo> {
+    let data = encode_shard(records, dim)?;
+    let info = ShardInfo {
+        path: key.to_string(),
+        rows: records.len() as u64,
+        bytes: data.len() as u64,
+        sha256: sha256_hex(&data),
+    };
+    storage.put(key, data)?;
+    Ok(info)
+}
+
 /// Default number of faces per shard.
 pub const DEFAULT_SHARD_ROWS: usize = 65_536;
 
@@ -119,20 +143,8 @@ impl DatasetWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let data = encode_shard(&self.pending, self.dim)?;
-        let path = format!(
-            "{}/v{}/shard-{:05}.parquet",
-            self.name,
-            self.version,
-            self.shards.len()
-        );
-        let info = ShardInfo {
-            path: path.clone(),
-            rows: self.pending.len() as u64,
-            bytes: data.len() as u64,
-            sha256: sha256_hex(&data),
-        };
-        self.storage.put(&path, data)?;
+        let path = shard_key(&self.name, self.version, self.shards.len());
+        let info = write_shard(&self.storage, &path, &self.pending, self.dim)?;
         self.count += info.rows;
         self.shards.push(info);
         self.pending.clear();

@@ -157,11 +157,10 @@ pub struct Build<'a> {
 impl Build<'_> {
     /// Key of the build's `n`-th new shard.
     pub fn shard_key(&self, n: usize) -> String {
-        format!(
-            "{}/v{}/shard-{:05}.parquet",
-            self.request.name,
+        facematch_datasets::writer::shard_key(
+            &self.request.name,
             self.version,
-            self.first_shard + n
+            self.first_shard + n,
         )
     }
 

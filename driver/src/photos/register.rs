@@ -17,8 +17,8 @@ use super::build::Build;
 use crate::store::builds::{self, BuildCounts, FailedPhoto, StagedImage};
 use crate::store::faces::{self, PhotoFace};
 use anyhow::{Context, Result, bail};
-use facematch_datasets::shard::{encode_shard, sha256_hex};
-use facematch_datasets::{FaceRecord, ShardInfo, Storage};
+use facematch_datasets::writer::write_shard;
+use facematch_datasets::{FaceRecord, Storage};
 use facematch_job::build::{FailureStage, Part, PhotoOutcome};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -195,7 +195,7 @@ impl<'a> Registrar<'a> {
         counts.failed = failures.len();
         counts.faces = new_faces.len() as u64;
         let staged = self.stage_chunk(range.end, &counts, &failures, &images, new_faces)?;
-        add_counts(&mut self.counts, &counts);
+        self.counts.add(&counts);
         self.next_chunk += 1;
         self.place(staged)?;
         build.show_progress(range.end, &self.counts);
@@ -280,27 +280,10 @@ impl<'a> Registrar<'a> {
         for record in &records {
             record.validate(dim)?;
         }
-        let data = encode_shard(&records, dim)?;
         let key = build.shard_key(shard);
-        let info = ShardInfo {
-            path: key.clone(),
-            rows: records.len() as u64,
-            bytes: data.len() as u64,
-            sha256: sha256_hex(&data),
-        };
-        build
-            .output_storage
-            .put(&key, data)
+        let info = write_shard(&build.output_storage, &key, &records, dim)
             .with_context(|| format!("writing {}", build.output_storage.uri_of(&key)))?;
         builds::record_shard(self.client, build.build_id, shard, &info)?;
         Ok(())
     }
-}
-
-fn add_counts(total: &mut BuildCounts, chunk: &BuildCounts) {
-    total.encoded += chunk.encoded;
-    total.known += chunk.known;
-    total.duplicates += chunk.duplicates;
-    total.failed += chunk.failed;
-    total.faces += chunk.faces;
 }

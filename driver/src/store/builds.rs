@@ -27,6 +27,17 @@ pub struct BuildCounts {
     pub faces: u64,
 }
 
+impl BuildCounts {
+    /// Adds another chunk's counts.
+    pub fn add(&mut self, other: &BuildCounts) {
+        self.encoded += other.encoded;
+        self.known += other.known;
+        self.duplicates += other.duplicates;
+        self.failed += other.failed;
+        self.faces += other.faces;
+    }
+}
+
 /// A photo a build could not use.
 #[derive(Debug, Clone)]
 pub struct FailedPhoto {
@@ -156,12 +167,7 @@ pub fn resume(
 /// Gives an interrupted build up: its staged rows go, and no build resumes it.
 pub fn discard(client: &mut impl GenericClient, build_id: i64, reason: &str) -> Result<()> {
     let mut tx = client.transaction()?;
-    for table in ["build_faces", "build_images", "build_shards"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE build_id = $1"),
-            &[&build_id],
-        )?;
-    }
+    delete_staged(&mut tx, build_id)?;
     tx.execute(
         "UPDATE dataset_builds SET status = 'ERROR', resumable = false, error = $2,
                 finished_at = coalesce(finished_at, now()) WHERE id = $1",
@@ -494,6 +500,11 @@ pub fn publish(
          ON CONFLICT DO NOTHING",
         &[&build_id, &dataset_name, &dataset_id],
     )?;
+    delete_staged(tx, build_id)
+}
+
+/// Deletes what build `build_id` staged: once published, or when it is given up.
+fn delete_staged(tx: &mut impl GenericClient, build_id: i64) -> Result<()> {
     for table in ["build_faces", "build_images", "build_shards"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE build_id = $1"),
