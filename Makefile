@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/facematch
 
-.PHONY: setup sample-photos demo test soak lint fmt build worker-binary throughput build-throughput infra-check bench bench-pgvector clean-local
+.PHONY: setup sample-photos demo test soak lint fmt build worker-binary worker-bundle throughput build-throughput infra-check bench bench-pgvector clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -21,6 +21,10 @@ build: setup
 ## worker-binary: the portable search worker for EMR 7.x (no face pipeline, only the C library; PROFILE=release|dev)
 worker-binary:
 	@scripts/worker-binary.sh
+
+## worker-bundle: the binary a build cluster runs: facematch with the face pipeline, its libraries beside it ($$ORIGIN), dlib's models; glibc <= 2.34 (PROFILE=release|dev)
+worker-bundle: setup
+	@scripts/worker-bundle.sh
 
 ## demo: local Postgres + a dataset built from the sample photos + search by an Obama photo, printed
 demo: build

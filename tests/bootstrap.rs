@@ -45,7 +45,7 @@ impl Node {
             r#"{"jobFlowId": "j-BOOTTEST", "x": 1}"#,
         )
         .unwrap();
-        for sub in ["bin", "home"] {
+        for sub in ["bin", "home", "lib"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
         // Every folder the script writes to belongs to the user it runs as, as on a node.
@@ -105,6 +105,7 @@ impl Node {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("FACEMATCH_NODE_ROOT", self.path("root"))
             .env("FACEMATCH_INSTALL_DIR", self.path("bin"))
+            .env("FACEMATCH_BUNDLE_DIR", self.path("lib/facematch"))
             .env("FACEMATCH_LOG_DIR", self.path("log"));
         cmd.output()
             .expect("bash and the AWS CLI (awscli, installed by make setup)")
@@ -173,6 +174,56 @@ fn the_primary_node_installs_the_binary_and_starts_no_worker() {
     assert!(
         node.worker_loop().is_none(),
         "the primary node runs process 0 as the step"
+    );
+}
+
+/// For a build the driver stages the worker bundle: the script unpacks it and links the command
+/// to its binary, which starts with the bundle's libraries and finds the bundle's models.
+#[cfg(feature = "photos")]
+#[test]
+fn a_build_node_installs_the_worker_bundle_which_encodes_with_its_own_models() {
+    let env = TestEnv::new();
+    let (archive, _) = common::worker_bundle();
+    let uri = stage(
+        &env,
+        "emr/bin/facematch-bundle-0123456789abcdef.tar.gz",
+        &archive,
+    );
+    let node = Node::new(true);
+    let out = node.bootstrap(&env, &uri);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("installed facematch"), "{}", text(&out));
+    let installed = node.path("bin/facematch");
+    let target = std::fs::read_link(&installed).expect("the command is a link into the bundle");
+    assert_eq!(
+        target,
+        node.path("lib/facematch/facematch-bundle/facematch")
+    );
+    assert!(
+        node.path("lib/facematch/facematch-bundle/lib/libopenblas.so.0")
+            .is_file()
+    );
+    // Through the link, with no models named: the bundle's own, and the same faces as here.
+    let photo = common::test_photos().join("obama.jpg");
+    let encode = |exe: &Path, models: Option<PathBuf>| {
+        let mut cmd = Command::new(exe);
+        cmd.args(["--json", "encode"]).arg(&photo).env_clear();
+        if let Some(models) = models {
+            cmd.env("FACEMATCH_MODELS", models);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let photos: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        photos[0]["faces"].clone()
+    };
+    let faces = encode(&installed, None);
+    assert_eq!(faces.as_array().map(Vec::len), Some(1), "{faces}");
+    assert_eq!(
+        faces,
+        encode(
+            Path::new(env!("CARGO_BIN_EXE_facematch")),
+            Some(common::models_dir())
+        )
     );
 }
 

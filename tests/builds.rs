@@ -95,6 +95,11 @@ struct Version {
 type Face = (String, Vec<i32>, String, Vec<u32>);
 
 fn version(env: &TestEnv, folder: &Path) -> Version {
+    version_under(env, &format!("file://{}/", folder.display()))
+}
+
+/// [`version`] of photos whose URIs start with `prefix`.
+fn version_under(env: &TestEnv, prefix: &str) -> Version {
     let shown: Value =
         serde_json::from_str(&env.ok(&["--json", "dataset", "show", "people@v1"])).unwrap();
     let shards = shown["manifest"]["shards"]
@@ -109,7 +114,6 @@ fn version(env: &TestEnv, folder: &Path) -> Version {
             )
         })
         .collect();
-    let prefix = format!("file://{}/", folder.display());
     let faces = env
         .db
         .client()
@@ -125,7 +129,7 @@ fn version(env: &TestEnv, folder: &Path) -> Version {
             (
                 r.get(0),
                 (
-                    uri.strip_prefix(&prefix).unwrap_or(&uri).to_string(),
+                    uri.strip_prefix(prefix).unwrap_or(&uri).to_string(),
                     r.get(2),
                     r.get(3),
                     encoding.iter().map(|v| v.to_bits()).collect(),
@@ -604,4 +608,206 @@ fn five(mut args: Vec<&str>) -> Vec<&str> {
     let at = args.iter().position(|a| *a == "--shard-rows").unwrap();
     args[at + 1] = "5";
     args
+}
+
+/// The corpus of [`write_corpus`] uploaded to the S3 server under `photos/`: its URI.
+fn upload_corpus(env: &TestEnv, rounds: usize) -> (String, usize) {
+    let folder = env.path("photos");
+    let photos = write_corpus(&folder, rounds);
+    let mut stack = vec![folder.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let key = path.strip_prefix(&folder).unwrap().display().to_string();
+                env.s3
+                    .put(&format!("photos/{key}"), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    (format!("s3://{}/photos", common::BUCKET), photos)
+}
+
+/// `--runner emr` for a build, against moto_server (no EMR cluster can exist here, so the test
+/// plays it, as tests/emr.rs does for a search): the driver stages the worker bundle — not the
+/// portable binary, which has no face pipeline — and the test unpacks the staged archive as the
+/// bootstrap action does (tests/bootstrap.rs runs that script for real) and runs the step and
+/// the core nodes' pool workers from it. The version must equal an inline build's bit for bit,
+/// and photos the cluster cannot read are refused before anything starts.
+#[test]
+fn a_build_on_emr_stages_the_worker_bundle_and_equals_an_inline_build() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let datasets = format!("s3://{}/datasets", common::BUCKET);
+    let inline = TestEnv::new();
+    let (photos, count) = upload_corpus(&inline, 1);
+    let args = build_args(&photos, &datasets, "inline", &["-w", "2"]);
+    let report = succeed(&inline.run(&args));
+    assert_eq!(report["photos"], count as u64, "{report}");
+    let expected = version_under(&inline, &format!("{photos}/"));
+    drop(inline);
+
+    let env = TestEnv::new();
+    let moto = common::moto::MotoServer::start();
+    let emr_args = [
+        "-w",
+        "1",
+        "--emr-prefix",
+        "s3://faces/emr",
+        "--emr-core-nodes",
+        "2",
+        "--emr-poll",
+        "100ms",
+        "--emr-poll-max",
+        "400ms",
+        "--emr-timeout",
+        "300s",
+    ];
+    let emr_command = |photos: &str| {
+        let mut cmd = env.command(&build_args(photos, &datasets, "emr", &emr_args));
+        cmd.env("FACEMATCH_EMR_ENDPOINT", &moto.endpoint);
+        cmd
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = moto.emr();
+    let clusters = || -> Vec<String> {
+        runtime.block_on(async {
+            let out = client.list_clusters().send().await.unwrap();
+            out.clusters()
+                .iter()
+                .filter_map(|c| c.id().map(str::to_string))
+                .collect()
+        })
+    };
+
+    // Photos in a local folder cannot reach a cluster: refused before a build or a cluster.
+    let local = env.path("local-photos");
+    write_corpus(&local, 1);
+    let out = emr_command(&local.display().to_string()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("reads the photos from S3"), "{stderr}");
+    assert!(clusters().is_empty(), "a refused build started a cluster");
+    let builds: i64 = env
+        .db
+        .client()
+        .query_one("SELECT count(*) FROM dataset_builds", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(builds, 0, "a refused build recorded a build");
+
+    let (photos, _) = upload_corpus(&env, 1);
+    let driver = emr_command(&photos)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // moto lists a cluster before its steps are stored; the step names the run.
+    let (cluster_id, bootstrap_args, step_args) = loop {
+        assert!(Instant::now() < deadline, "no cluster was started");
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(id) = clusters().into_iter().next() else {
+            continue;
+        };
+        let found = runtime.block_on(async {
+            let actions = client
+                .list_bootstrap_actions()
+                .cluster_id(&id)
+                .send()
+                .await
+                .ok()?;
+            let steps = client.list_steps().cluster_id(&id).send().await.ok()?;
+            let action = actions.bootstrap_actions().first()?.args().to_vec();
+            let step = steps.steps().first()?.config()?.args().to_vec();
+            Some((action, step))
+        });
+        if let Some((action, step)) = found {
+            break (id, action, step);
+        }
+    };
+    // Staged: the bundle, byte for byte, under a name the bootstrap action unpacks.
+    let (archive, _) = common::worker_bundle();
+    let key = bootstrap_args[0]
+        .strip_prefix("s3://faces/")
+        .unwrap()
+        .to_string();
+    assert!(
+        key.starts_with("emr/bin/facematch-bundle-") && key.ends_with(".tar.gz"),
+        "{key}"
+    );
+    let staged = env.s3.get(&key);
+    assert!(
+        staged == std::fs::read(&archive).unwrap(),
+        "the staged bundle differs"
+    );
+    let node = env.path("node");
+    std::fs::create_dir_all(&node).unwrap();
+    std::fs::write(node.join("bundle.tar.gz"), staged).unwrap();
+    let untar = std::process::Command::new("tar")
+        .args(["-xzf", "bundle.tar.gz"])
+        .current_dir(&node)
+        .output()
+        .unwrap();
+    assert!(
+        untar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&untar.stderr)
+    );
+    let exe = node.join("facematch-bundle/facematch");
+
+    // Play the cluster from the bundle: the step, and a pool worker per core node.
+    let spawn = |args: &[String]| -> Child {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.command_of(&exe, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    assert_eq!(step_args[0], "/usr/local/bin/facematch");
+    let mut step = spawn(&step_args[1..]);
+    let worker_args: Vec<String> = bootstrap_args[1..]
+        .iter()
+        .map(|a| a.replace("{cluster-id}", &cluster_id))
+        .collect();
+    let mut pool: Vec<Child> = (0..2).map(|_| spawn(&worker_args)).collect();
+    let status = step.wait().unwrap();
+    for worker in &mut pool {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+    let out = driver.wait_with_output().unwrap();
+    let mut step_log = String::new();
+    std::io::Read::read_to_string(step.stderr.as_mut().unwrap(), &mut step_log).unwrap();
+    assert!(status.success(), "process 0: {step_log}");
+    let report = succeed(&out);
+    assert_eq!(report["encoded"], 10, "{report}");
+    assert_eq!(report["faces"], 44, "{report}");
+    assert!(
+        report["runner"].as_str().unwrap().starts_with("emr:"),
+        "{report}"
+    );
+    assert_eq!(report["workers"], 3, "3 processes of 1 thread: {report}");
+    assert_eq!(version_under(&env, &format!("{photos}/")), expected);
+    let state = runtime.block_on(async {
+        let out = client
+            .describe_cluster()
+            .cluster_id(&cluster_id)
+            .send()
+            .await
+            .unwrap();
+        out.cluster()
+            .and_then(|c| c.status())
+            .and_then(|s| s.state())
+            .cloned()
+    });
+    assert_eq!(
+        state.map(|s| s.as_str().to_string()).as_deref(),
+        Some("TERMINATED")
+    );
 }

