@@ -12,23 +12,12 @@ use facematch_driver::runner::emr::binary::C_LIBRARY;
 use std::process::Command;
 
 fn objdump(args: &[&str]) -> String {
-    let worker = common::portable_worker();
-    let out = Command::new("objdump")
-        .args(args)
-        .arg(&worker)
-        .output()
-        .expect("objdump (binutils, installed by make setup)");
-    assert!(out.status.success(), "objdump {args:?} failed");
-    String::from_utf8(out.stdout).expect("objdump prints text")
+    common::objdump(args, &common::portable_worker())
 }
 
 #[test]
 fn it_links_only_the_c_library() {
-    let needed: Vec<String> = objdump(&["-p"])
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
-        .map(|lib| lib.trim().to_string())
-        .collect();
+    let needed = common::needed_libraries(&common::portable_worker());
     assert!(needed.iter().any(|l| l == "libc.so.6"), "{needed:?}");
     for lib in &needed {
         assert!(

@@ -204,13 +204,7 @@ fn nothing_in_the_bundle_needs_a_glibc_newer_than_2_34_or_the_shared_cxx_library
     );
     assert!(files.len() >= 3, "{files:?}");
     for file in &files {
-        let out = Command::new("objdump")
-            .arg("-T")
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "objdump -T {}", file.display());
-        let symbols = String::from_utf8_lossy(&out.stdout);
+        let symbols = common::objdump(&["-T"], file);
         if let Some((major, minor, line)) = common::glibc_versions(&symbols).into_iter().max() {
             assert!((major, minor) <= (2, 34), "{}: {line}", file.display());
         }
@@ -219,18 +213,9 @@ fn nothing_in_the_bundle_needs_a_glibc_newer_than_2_34_or_the_shared_cxx_library
             "{} needs libstdc++.so",
             file.display()
         );
-        let needed = Command::new("objdump")
-            .arg("-p")
-            .arg(file)
-            .output()
-            .unwrap();
-        for lib in String::from_utf8_lossy(&needed.stdout)
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("NEEDED"))
-            .map(str::trim)
-        {
+        for lib in common::needed_libraries(file) {
             assert!(
-                C_LIBRARY.contains(&lib) || dir.join("lib").join(lib).is_file(),
+                C_LIBRARY.contains(&lib.as_str()) || dir.join("lib").join(&lib).is_file(),
                 "{} needs {lib}, which is neither the C library nor in the bundle",
                 file.display()
             );

@@ -351,6 +351,30 @@ pub fn worker_bundle() -> (PathBuf, PathBuf) {
     (archive, dir)
 }
 
+/// `objdump ARGS FILE`'s output (binutils reads the ELF file independently of facematch's parser).
+pub fn objdump(args: &[&str], file: &Path) -> String {
+    let out = Command::new("objdump")
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("objdump (binutils, installed by make setup)");
+    assert!(
+        out.status.success(),
+        "objdump {args:?} {} failed",
+        file.display()
+    );
+    String::from_utf8(out.stdout).expect("objdump prints text")
+}
+
+/// The libraries `file` needs (its `NEEDED` entries, as `objdump -p` prints them).
+pub fn needed_libraries(file: &Path) -> Vec<String> {
+    objdump(&["-p"], file)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+        .map(|lib| lib.trim().to_string())
+        .collect()
+}
+
 /// Every versioned glibc symbol in `objdump -T` output: (major, minor, the line).
 pub fn glibc_versions(objdump_t: &str) -> Vec<(u32, u32, String)> {
     objdump_t
