@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/facematch
 
-.PHONY: setup sample-photos demo test soak lint fmt build worker-binary worker-bundle throughput build-throughput infra-check bench bench-pgvector clean-local
+.PHONY: setup sample-photos demo test soak lint fmt build worker-binary worker-bundle throughput build-bench infra-check bench bench-pgvector clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -56,9 +56,9 @@ fmt:
 throughput: build
 	@scripts/throughput.sh
 
-## build-throughput: `dataset build` faces/s on the sample photos with 1 and 2 workers (HOG, ≤800 px)
-build-throughput: build
-	@scripts/build-throughput.sh
+## build-bench: `dataset build` (1 worker, all cores) vs Python face_recognition on ~2,100 photos, peak RSS at 2,000 and 20,000 photos -> bench/BUILD_RESULTS.md
+build-bench: build
+	@scripts/build-bench.sh
 
 ## bench: release build; facematch kernel and end-to-end run vs numpy and FAISS on the same data -> bench/RESULTS.md
 bench: setup

@@ -15,8 +15,9 @@
 //! the parts — and the version the driver makes of them, in photo order — are the same whatever
 //! the runner, the number of processes and threads, or the interruptions on the way.
 
+use facematch_datasets::face::timings::timed;
 use facematch_datasets::face::{
-    DecodeLimits, EncodedPhoto, Encoder, EncoderOptions, ModelPaths, decode_image,
+    DecodeLimits, EncodedPhoto, Encoder, EncoderOptions, ModelPaths, StageSecs, decode_image,
     use_one_blas_thread,
 };
 use facematch_datasets::shard::sha256_hex;
@@ -169,6 +170,9 @@ pub struct BuildOutput {
     pub photos_encoded: u64,
     /// Wall time of the dataflow, in seconds.
     pub elapsed_secs: f64,
+    /// Where the workers' time went, summed over every worker of the cluster.
+    #[serde(default)]
+    pub stage_secs: StageSecs,
 }
 
 /// Why a build failed as a whole (single photos failing do not fail it).
@@ -182,8 +186,9 @@ pub enum BuildError {
     Runtime(String),
 }
 
-/// One chunk done by a worker: the photos it encoded, or why the build cannot go on.
-type ChunkDone = Result<u64, String>;
+/// One chunk done by a worker: the photos it encoded and the seconds each stage took, or why the
+/// build cannot go on.
+type ChunkDone = Result<(u64, StageSecs), String>;
 
 /// Runs the build on the timely workers of `config`; worker 0 of process 0 returns the output.
 pub fn run_build(
@@ -253,9 +258,10 @@ fn build_worker(
     let mut fatal = Vec::new();
     for chunk in done {
         match chunk {
-            Ok(encoded) => {
+            Ok((encoded, secs)) => {
                 output.chunks += 1;
                 output.photos_encoded += encoded;
+                output.stage_secs.add(&secs);
             }
             Err(e) => fatal.push(e),
         }
@@ -277,6 +283,8 @@ struct PhotoEncoder {
     encoder: Option<Result<Encoder, String>>,
     /// Set by the first fatal failure: the chunks after it are not tried.
     broken: Option<String>,
+    /// Seconds of the chunk being encoded, by stage.
+    secs: StageSecs,
 }
 
 impl PhotoEncoder {
@@ -288,6 +296,7 @@ impl PhotoEncoder {
             staging: None,
             encoder: None,
             broken: None,
+            secs: StageSecs::default(),
         }
     }
 
@@ -329,11 +338,17 @@ impl PhotoEncoder {
             })
             .clone()?;
         let key = part_key(chunk);
-        let bytes = serde_json::to_vec(&part).map_err(|e| e.to_string())?;
-        staging
-            .put(&key, bytes.into())
-            .map_err(|e| format!("cannot write {}: {e}", staging.uri_of(&key)))?;
-        Ok(encoded)
+        let mut secs = std::mem::take(&mut self.secs);
+        if let Some(Ok(encoder)) = &self.encoder {
+            secs.add(&encoder.take_timings());
+        }
+        timed(&mut secs.write, || {
+            let bytes = serde_json::to_vec(&part).map_err(|e| e.to_string())?;
+            staging
+                .put(&key, bytes.into())
+                .map_err(|e| format!("cannot write {}: {e}", staging.uri_of(&key)))
+        })?;
+        Ok((encoded, secs))
     }
 
     fn encode(&mut self, index: usize) -> PhotoOutcome {
@@ -353,16 +368,22 @@ impl PhotoEncoder {
             Ok(s) => s.uri_of(&task.key),
             Err(_) => task.key.clone(),
         };
-        let bytes = match storage.and_then(|s| s.get(&task.key).map_err(|e| e.to_string())) {
+        let read = timed(&mut self.secs.read, || {
+            storage.and_then(|s| s.get(&task.key).map_err(|e| e.to_string()))
+        });
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) => return failed(None, FailureStage::Read, e),
         };
-        let sha256 = sha256_hex(&bytes);
+        let sha256 = timed(&mut self.secs.decode, || sha256_hex(&bytes));
         if self.known.contains(&sha256) {
             return PhotoOutcome::Known { sha256 };
         }
         // Decoded before the models load, so a build of known and broken photos loads none.
-        let image = match decode_image(&name, &bytes, DecodeLimits::default()) {
+        let decoded = timed(&mut self.secs.decode, || {
+            decode_image(&name, &bytes, DecodeLimits::default())
+        });
+        let image = match decoded {
             Ok(image) => image,
             Err(e) => return failed(Some(sha256), FailureStage::Decode, e.to_string()),
         };

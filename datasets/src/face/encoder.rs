@@ -6,12 +6,14 @@
 
 use crate::error::{DatasetError, Result};
 use crate::face::models::ModelPaths;
+use crate::face::timings::{StageSecs, timed};
 use dlib_face_recognition::{
     FaceDetector, FaceDetectorCnn, FaceDetectorTrait, FaceEncoderNetwork, FaceEncoderTrait,
     ImageMatrix, LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
 };
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 
 /// Which face detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +187,9 @@ pub struct Encoder {
     landmarks: LandmarkPredictor,
     network: FaceEncoderNetwork,
     options: EncoderOptions,
+    /// Seconds in each dlib stage since the last [`Encoder::take_timings`] (an encoder is one
+    /// thread's, so a `Cell` is enough).
+    timings: Cell<StageSecs>,
 }
 
 impl Encoder {
@@ -209,7 +214,22 @@ impl Encoder {
             landmarks,
             network,
             options,
+            timings: Cell::new(StageSecs::default()),
         })
+    }
+
+    /// The seconds spent detecting, aligning and encoding since the last call, and starts again
+    /// from zero.
+    pub fn take_timings(&self) -> StageSecs {
+        self.timings.take()
+    }
+
+    /// Runs `f`, adding its wall time to the stage `slot` picks.
+    fn timed<T>(&self, slot: fn(&mut StageSecs) -> &mut f64, f: impl FnOnce() -> T) -> T {
+        let mut timings = self.timings.get();
+        let value = timed(slot(&mut timings), f);
+        self.timings.set(timings);
+        value
     }
 
     /// Checks that `models` holds every file `options` need, without loading any (seconds
@@ -232,6 +252,7 @@ impl Encoder {
     /// [`Encoder::detect`], reusing `full` (the image already copied into dlib) when given.
     fn detect_in(&self, image: &RgbImage, full: Option<&ImageMatrix>) -> (Vec<FaceBox>, Detector) {
         let (width, height) = image.dimensions();
+        // The scaling and upsampling are HOG's cost (the CNN's own time is taken apart below).
         let longest = width.max(height);
         let bound = self.options.max_detect_side.max(1);
         if longest <= bound {
@@ -241,11 +262,16 @@ impl Encoder {
             };
         }
         let scale = f64::from(bound) / f64::from(longest);
-        let small = image::imageops::resize(
-            image,
-            ((f64::from(width) * scale).round() as u32).max(1),
-            ((f64::from(height) * scale).round() as u32).max(1),
-            image::imageops::FilterType::Triangle,
+        let small = self.timed(
+            |t| &mut t.detect_hog,
+            || {
+                image::imageops::resize(
+                    image,
+                    ((f64::from(width) * scale).round() as u32).max(1),
+                    ((f64::from(height) * scale).round() as u32).max(1),
+                    image::imageops::FilterType::Triangle,
+                )
+            },
         );
         let back = |v: i64| (v as f64 / scale).round() as i64;
         let (boxes, by) = self.detect_at_full_size(&matrix(&small), small.dimensions());
@@ -274,22 +300,36 @@ impl Encoder {
             // rect_up maps corner (x, y) to ((x + 1) * 2, y * 2) for integer corners (dlib
             // truncates its (1.25, 0.75) offset to the corner's integer type).
             let (up_w, up_h) = (2 * width + 1, (2 * height).saturating_sub(1).max(1));
-            current = Some(current.as_ref().unwrap_or(image).resize(up_w, up_h));
+            let from = current.as_ref().unwrap_or(image);
+            current = Some(self.timed(|t| &mut t.detect_hog, || from.resize(up_w, up_h)));
             (width, height) = (up_w, up_h);
         }
         let target = current.as_ref().unwrap_or(image);
         let (found, by): (Vec<Rectangle>, Detector) = match (&self.hog, &self.cnn) {
             (Some(hog), cnn) => {
-                let found = hog.face_locations(target).to_vec();
+                let found = self.timed(
+                    |t| &mut t.detect_hog,
+                    || hog.face_locations(target).to_vec(),
+                );
                 match cnn {
                     // Auto: the CNN only where HOG found nothing.
-                    Some(cnn) if found.is_empty() => {
-                        (cnn.face_locations(target).to_vec(), Detector::Cnn)
-                    }
+                    Some(cnn) if found.is_empty() => (
+                        self.timed(
+                            |t| &mut t.detect_cnn,
+                            || cnn.face_locations(target).to_vec(),
+                        ),
+                        Detector::Cnn,
+                    ),
                     _ => (found, Detector::Hog),
                 }
             }
-            (None, Some(cnn)) => (cnn.face_locations(target).to_vec(), Detector::Cnn),
+            (None, Some(cnn)) => (
+                self.timed(
+                    |t| &mut t.detect_cnn,
+                    || cnn.face_locations(target).to_vec(),
+                ),
+                Detector::Cnn,
+            ),
             (None, None) => (Vec::new(), Detector::Hog),
         };
         let boxes = found
@@ -340,14 +380,22 @@ impl Encoder {
         boxes: &[FaceBox],
         detector: Detector,
     ) -> Vec<DetectedFace> {
-        let shapes: Vec<_> = boxes
-            .iter()
-            .map(|b| {
-                self.landmarks
-                    .face_landmarks(m, &b.clipped(width, height).rectangle())
-            })
-            .collect();
-        let encodings = self.network.get_face_encodings(m, &shapes, 1);
+        let shapes: Vec<_> = self.timed(
+            |t| &mut t.landmarks,
+            || {
+                boxes
+                    .iter()
+                    .map(|b| {
+                        self.landmarks
+                            .face_landmarks(m, &b.clipped(width, height).rectangle())
+                    })
+                    .collect()
+            },
+        );
+        let encodings = self.timed(
+            |t| &mut t.encode,
+            || self.network.get_face_encodings(m, &shapes, 1),
+        );
         boxes
             .iter()
             .zip(encodings.iter())

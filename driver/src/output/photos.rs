@@ -44,6 +44,9 @@ pub fn build(r: &BuildReport) -> String {
         r.dataflow_secs,
         r.workers
     );
+    if let Some(line) = time_spent(r) {
+        out.push_str(&line);
+    }
     match &r.dataset {
         Some(label) => out.push_str(&format!("new version {label}\n")),
         None => out.push_str("no new faces: no new version\n"),
@@ -55,6 +58,27 @@ pub fn build(r: &BuildReport) -> String {
         }
     }
     out
+}
+
+/// Where the workers' time went, as shares of their busy time, and the driver's registering:
+/// `time: encode 61%, detect_hog 30%, … of 12.3 worker-s; registering 0.4 s`.
+fn time_spent(r: &BuildReport) -> Option<String> {
+    let total = r.stage_secs.total();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut stages = r.stage_secs.named().to_vec();
+    stages.retain(|(_, secs)| *secs > 0.0);
+    stages.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shares: Vec<String> = stages
+        .iter()
+        .map(|(name, secs)| format!("{name} {:.0}%", 100.0 * secs / total))
+        .collect();
+    Some(format!(
+        "time: {} of {total:.1} worker-s; registering {:.1} s\n",
+        shares.join(", "),
+        r.register_secs
+    ))
 }
 
 /// One encoded photo: its size, then a line per face with its box and the encoding's head.

@@ -15,7 +15,7 @@ use crate::runner::{RemoteJob, RunContext, Runner};
 use crate::store::builds::{self, BuildCounts, Interrupted, NewBuild};
 use crate::store::datasets::{self, DatasetRow};
 use anyhow::{Context, Result, anyhow, bail};
-use facematch_datasets::face::{Encoder, EncoderOptions, ModelPaths};
+use facematch_datasets::face::{Encoder, EncoderOptions, ModelPaths, StageSecs};
 use facematch_datasets::{DatasetWriter, FaceSource, Manifest, S3Options, Storage};
 use facematch_job::build::{BuildOutput, BuildSpec, PhotoTask, part_key};
 use indicatif::ProgressBar;
@@ -109,6 +109,11 @@ pub struct BuildReport {
     pub photos_encoded_now: u64,
     /// Seconds in the dataflow (encoding; registration runs alongside).
     pub dataflow_secs: f64,
+    /// Where the workers' time went, stage by stage, summed over the workers (thread-seconds).
+    pub stage_secs: StageSecs,
+    /// Seconds the driver spent registering parts in Postgres and writing shards, alongside the
+    /// workers.
+    pub register_secs: f64,
     /// Seconds in all.
     pub total_secs: f64,
 }
@@ -468,7 +473,7 @@ fn run_and_register(
     client: &mut postgres::Client,
     build: &Build<'_>,
     runner: &dyn Runner,
-) -> Result<(BuildOutput, usize)> {
+) -> Result<Attempt> {
     let staging = Storage::open(&build.spec.staging_root, &build.request.s3)?;
     let chunks = build.spec.chunk_count();
     let done: std::collections::HashSet<String> = staging.list("parts/")?.into_iter().collect();
@@ -515,7 +520,21 @@ fn run_and_register(
     }
     registrar.close()?;
     bar.finish_and_clear();
-    Ok((output, reused))
+    Ok(Attempt {
+        output,
+        reused,
+        register_secs: registrar.busy_secs(),
+    })
+}
+
+/// What one command's run of a build did, for its report.
+struct Attempt {
+    /// The workers' output.
+    output: BuildOutput,
+    /// Chunks an earlier attempt had written.
+    reused: usize,
+    /// Seconds the driver spent registering.
+    register_secs: f64,
 }
 
 /// Registers the version (when the build found faces), its faces and photos in one transaction,
@@ -524,7 +543,7 @@ fn finish(
     client: &mut postgres::Client,
     build: &Build<'_>,
     resumed: bool,
-    (output, reused): (BuildOutput, usize),
+    attempt: Attempt,
     runner: &dyn Runner,
     started: Instant,
 ) -> Result<BuildReport> {
@@ -607,9 +626,11 @@ fn finish(
         runner: runner.label(),
         workers: runner.capacity().threads,
         resumed,
-        chunks_reused: reused,
-        photos_encoded_now: output.photos_encoded,
-        dataflow_secs: output.elapsed_secs,
+        chunks_reused: attempt.reused,
+        photos_encoded_now: attempt.output.photos_encoded,
+        dataflow_secs: attempt.output.elapsed_secs,
+        stage_secs: attempt.output.stage_secs,
+        register_secs: attempt.register_secs,
         total_secs: started.elapsed().as_secs_f64(),
     })
 }

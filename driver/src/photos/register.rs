@@ -40,6 +40,8 @@ pub struct Registrar<'a> {
     /// Counts registered so far, over every attempt.
     counts: BuildCounts,
     actors: BTreeMap<String, i64>,
+    /// Seconds spent registering parts and writing shards (Postgres and the dataset store).
+    busy_secs: f64,
 }
 
 impl<'a> Registrar<'a> {
@@ -67,6 +69,7 @@ impl<'a> Registrar<'a> {
             open: Vec::new(),
             counts,
             actors: BTreeMap::new(),
+            busy_secs: 0.0,
         };
         for shard in (0..full).filter(|n| !written.contains(n)) {
             let records = builds::shard_faces(registrar.client, id, shard)?;
@@ -83,6 +86,11 @@ impl<'a> Registrar<'a> {
         self.next_chunk
     }
 
+    /// Seconds this driver spent registering parts and writing shards.
+    pub fn busy_secs(&self) -> f64 {
+        self.busy_secs
+    }
+
     /// Registers every part as it appears, until all are in or `workers_done` says no more
     /// will come; true when every chunk is registered.
     pub fn follow(&mut self, workers_done: &dyn Fn() -> bool) -> Result<bool> {
@@ -91,7 +99,11 @@ impl<'a> Registrar<'a> {
             // Read the flag before looking: a part written before the workers ended is seen.
             let done = workers_done();
             match Part::read(&self.staging, self.next_chunk).map_err(anyhow::Error::msg)? {
-                Some(part) => self.register(part)?,
+                Some(part) => {
+                    let started = std::time::Instant::now();
+                    self.register(part)?;
+                    self.busy_secs += started.elapsed().as_secs_f64();
+                }
                 None if done => return Ok(false),
                 None => std::thread::sleep(POLL),
             }
@@ -102,9 +114,11 @@ impl<'a> Registrar<'a> {
     /// Writes the last, partly filled shard.
     pub fn close(&mut self) -> Result<()> {
         if !self.open.is_empty() {
+            let started = std::time::Instant::now();
             let shard = ((self.faces - 1) / self.build.request.shard_rows as u64) as usize;
             let records = std::mem::take(&mut self.open);
             self.write_shard(shard, records)?;
+            self.busy_secs += started.elapsed().as_secs_f64();
         }
         Ok(())
     }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make build-bench`: photos to encodings, facematch `dataset build` against Python face_recognition
+# 1.3.0 on the same corpus, measured in one run -> bench/BUILD_RESULTS.md (README: Benchmarks).
+#
+#   1. The corpus: ≥ 2,000 distinct photos made from the sample photos (bench/build_corpus.py,
+#      cached under .local/build-bench; BUILD_BENCH_CORPUS names another folder), and BUILD_BENCH_LARGE (default 20000) small ones for the
+#      peak-RSS run of many photos.
+#   2. facematch with 1 worker and with every core (inline runner), each into a fresh dataset name
+#      so that nothing is skipped; the 1-worker build's faces are read back from Postgres.
+#   3. face_recognition, one process per core (bench/face_recognition_peer.py, its own venv).
+#   4. Peak RSS of the driver and of each worker process (processes:2x1) on the corpus and on the
+#      large set.
+# Runs against a server of its own (.local/pg-build-bench, stopped at the end); datasets go to a
+# temporary folder. The dev profile's hot crates are optimised (Cargo.toml), and dlib itself is
+# Debian's optimised library, so no release build is needed for these figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/python-tools.sh facerec
+fm=${CARGO_TARGET_DIR:-target}/debug/facematch
+py=.local/venv-facerec/bin/python
+cores=$(nproc)
+large=${BUILD_BENCH_LARGE:-20000}
+corpus=${BUILD_BENCH_CORPUS:-.local/build-bench/corpus} # another folder for a quick trial
+
+mkdir -p .local/build-bench
+"$py" bench/build_corpus.py .local/photos "$corpus"
+"$py" bench/build_corpus.py .local/photos ".local/build-bench/small-$large" "$large"
+
+export FACEMATCH_PG_DIR=$PWD/.local/pg-build-bench
+DATABASE_URL=$("$fm" db start)
+export DATABASE_URL
+data=$(mktemp -d)
+trap '"$fm" db stop >/dev/null; rm -rf "$data"' EXIT
+stamp=$(date +%s)
+
+build() { # NAME IMAGES ARGS... -> the --json report on stdout
+  local name=$1 images=$2
+  shift 2
+  "$fm" --json dataset build --images "$images" --name "bench_${stamp}_$name" --no-current \
+    --dataset-root "$data/datasets" --max-detect-side 100000 "$@"
+}
+
+echo "build-bench: facematch, 1 worker" >&2
+build w1 "$corpus" -w 1 >"$data/fm-1.json"
+psql -X -q "$DATABASE_URL" -c "\\copy (SELECT f.image_uri, f.bbox, f.encoding, f.detector FROM faces f
+  JOIN datasets d ON d.id = f.first_dataset_id WHERE d.name = 'bench_${stamp}_w1') TO '$data/fm-1-faces.csv' CSV"
+echo "build-bench: facematch, $cores workers" >&2
+build all "$corpus" -w "$cores" >"$data/fm-all.json"
+echo "build-bench: Python face_recognition, $cores processes" >&2
+"$py" bench/face_recognition_peer.py "$corpus" "$cores" >"$data/python.json"
+
+for set in "$corpus" ".local/build-bench/small-$large"; do
+  n=$(find "$set" -type f | wc -l)
+  echo "build-bench: peak RSS, $n photos on processes:2x1" >&2
+  python3 bench/peak_rss.py "$data/rss-$n.json" "$fm" --json dataset build \
+    --images "$set" --name "bench_${stamp}_rss$n" --no-current \
+    --dataset-root "$data/datasets" --runner processes:2x1 --detector hog >"$data/rss-$n-build.json"
+done
+
+python3 bench/build_render.py "$data" "$cores" | tee bench/BUILD_RESULTS.md
