@@ -2,11 +2,14 @@
 //! on 2 worker processes and on 3 single-threaded ones; a build whose driver or worker is killed
 //! with SIGKILL is resumed by the same command without encoding its finished chunks again, and
 //! ends equal to an uninterrupted build; while a build runs, its faces are invisible, the face-id
-//! lock stays free for `faces add`, and `faces add` of a new photo goes through. Real binary, real
-//! PostgreSQL, real worker processes over TCP, dlib's real models on dlib's example photos.
+//! lock stays free for `faces add`, and `faces add` of a new photo goes through; on hosts of their
+//! own (network namespaces) running the worker bundle, and on EMR's stand-in, a build equals an
+//! inline one. Real binary, real PostgreSQL, real worker processes over TCP, dlib's real models on
+//! dlib's example photos.
 
 mod common;
 
+use common::network::{Network, SUBNET};
 use common::{TestEnv, alive, json_summary, local_workers, test_photos};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -809,5 +812,75 @@ fn a_build_on_emr_stages_the_worker_bundle_and_equals_an_inline_build() {
     assert_eq!(
         state.map(|s| s.as_str().to_string()).as_deref(),
         Some("TERMINATED")
+    );
+}
+
+/// `--runner hosts:3` for a build, on hosts of their own (network namespaces,
+/// tests/common/network.rs): each host runs the unpacked worker bundle's `facematch worker --pool
+/// s3://… --serve` with a bare environment — nothing of the face pipeline but what the bundle
+/// carries, its models included — and reads the photos from the S3 server across its link. The
+/// version must equal an inline build's bit for bit, with one worker process on each host.
+#[test]
+fn a_build_on_hosts_in_their_own_network_namespaces_runs_the_worker_bundle_and_equals_an_inline_build()
+ {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut network = match Network::create() {
+        Ok(network) => network,
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let datasets = format!("s3://{}/datasets", common::BUCKET);
+    let inline = TestEnv::new();
+    let (photos, count) = upload_corpus(&inline, 1);
+    succeed(&inline.run(&build_args(&photos, &datasets, "inline", &["-w", "2"])));
+    let expected = version_under(&inline, &format!("{photos}/"));
+    drop(inline);
+
+    let env = TestEnv::with_s3(common::S3Server::start_on(&format!("{SUBNET}.1")));
+    let (photos, _) = upload_corpus(&env, 1);
+    let (_, bundle) = common::worker_bundle();
+    let logs = env.path("logs");
+    network.start_workers(&env, &logs, &bundle.join("facematch"));
+    let hosts = [
+        "-w",
+        "1",
+        "--pool",
+        "s3://faces/pool",
+        "--connect-timeout",
+        "60",
+    ];
+    let out = env.run(&build_args(&photos, &datasets, "hosts:3", &hosts));
+    let worker_logs: Vec<String> = (0..common::network::HOSTS)
+        .map(|h| std::fs::read_to_string(logs.join(format!("worker-{h}.log"))).unwrap_or_default())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{}\n{worker_logs:#?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_summary(&out);
+    assert_eq!(report["photos"], count as u64, "{report}");
+    assert_eq!(report["runner"], "hosts:3x1", "{report}");
+    assert_eq!(
+        version_under(&env, &format!("{photos}/")),
+        expected,
+        "hosts:3 running the worker bundle builds what inline builds"
+    );
+    let runs = env.s3.root().join(common::BUCKET).join("pool/runs");
+    let run = std::fs::read_dir(&runs)
+        .expect("the build's rendezvous under the pool")
+        .flatten()
+        .next()
+        .expect("one run")
+        .path();
+    let want: Vec<String> = (0..common::network::HOSTS)
+        .map(|h| network.address(h))
+        .collect();
+    assert_eq!(
+        common::network::member_hosts(&run),
+        want,
+        "one worker process on each host"
     );
 }

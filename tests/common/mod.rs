@@ -7,6 +7,7 @@
 pub mod bad_images;
 pub mod faults;
 pub mod moto;
+pub mod network;
 pub mod reference;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
