@@ -3,15 +3,15 @@
 # 1.3.0 on the same corpus, measured in one run -> bench/BUILD_RESULTS.md (README: Benchmarks).
 #
 #   1. The corpus: ≥ 2,000 distinct photos made from the sample photos (bench/build_corpus.py,
-#      cached under .local/build-bench; BUILD_BENCH_CORPUS names another folder), and BUILD_BENCH_LARGE (default 20000) small ones for the
-#      peak-RSS run of many photos.
+#      cached under .local/build-bench; BUILD_BENCH_CORPUS names another folder), and 2,000 and
+#      BUILD_BENCH_LARGE (default 20000) small ones for the peak-RSS runs.
 #   2. facematch with 1 worker and with every core (inline runner), each into a fresh dataset name
 #      so that nothing is skipped; the 1-worker build's faces are read back from Postgres.
 #   3. face_recognition, one process per core (bench/face_recognition_peer.py, its own venv).
-#   4. Peak RSS of the driver and of each worker process (processes:2x1) on the corpus and on the
-#      large set.
-# Runs against a server of its own (.local/pg-build-bench, stopped at the end); datasets go to a
-# temporary folder. The dev profile's hot crates are optimised (Cargo.toml), and dlib itself is
+#   4. HOG alone on worker processes (processes:2x1) on the corpus, and the peak RSS of the driver
+#      and of each worker process there and on 2,000 and BUILD_BENCH_LARGE small photos.
+# Runs against a server of its own (.local/pg-build-bench, stopped at the end); the raw reports
+# stay in .local/build-bench/last-run, the datasets are deleted. The dev profile's hot crates are optimised (Cargo.toml), and dlib itself is
 # Debian's optimised library, so no release build is needed for these figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +24,17 @@ corpus=${BUILD_BENCH_CORPUS:-.local/build-bench/corpus} # another folder for a q
 
 mkdir -p .local/build-bench
 "$py" bench/build_corpus.py .local/photos "$corpus"
-"$py" bench/build_corpus.py .local/photos ".local/build-bench/small-$large" "$large"
+for n in 2000 "$large"; do
+  "$py" bench/build_corpus.py .local/photos ".local/build-bench/small-v2-$n" "$n"
+done
 
 export FACEMATCH_PG_DIR=$PWD/.local/pg-build-bench
 DATABASE_URL=$("$fm" db start)
 export DATABASE_URL
-data=$(mktemp -d)
-trap '"$fm" db stop >/dev/null; rm -rf "$data"' EXIT
+# The raw reports stay in .local/build-bench/last-run for a look after the run; the datasets go.
+data=$PWD/.local/build-bench/last-run
+rm -rf "$data" && mkdir -p "$data"
+trap '"$fm" db stop >/dev/null; rm -rf "$data/datasets"' EXIT
 stamp=$(date +%s)
 
 build() { # NAME IMAGES ARGS... -> the --json report on stdout
@@ -49,12 +53,18 @@ build all "$corpus" -w "$cores" >"$data/fm-all.json"
 echo "build-bench: Python face_recognition, $cores processes" >&2
 "$py" bench/face_recognition_peer.py "$corpus" "$cores" >"$data/python.json"
 
-for set in "$corpus" ".local/build-bench/small-$large"; do
-  n=$(find "$set" -type f | wc -l)
-  echo "build-bench: peak RSS, $n photos on processes:2x1" >&2
+echo "build-bench: HOG only, peak RSS, $(find "$corpus" -type f | wc -l) photos on processes:2x1" >&2
+python3 bench/peak_rss.py "$data/hog-rss.json" "$fm" --json dataset build \
+  --images "$corpus" --name "bench_${stamp}_hog" --no-current \
+  --dataset-root "$data/datasets" --runner processes:2x1 --detector hog >"$data/hog.json"
+# Peak RSS against the number of photos: small photos of one size spread at both counts, and
+# shards of 2,000 faces so that both counts write several (the driver holds one open shard).
+for n in 2000 "$large"; do
+  echo "build-bench: peak RSS, $n small photos on processes:2x1" >&2
   python3 bench/peak_rss.py "$data/rss-$n.json" "$fm" --json dataset build \
-    --images "$set" --name "bench_${stamp}_rss$n" --no-current \
-    --dataset-root "$data/datasets" --runner processes:2x1 --detector hog >"$data/rss-$n-build.json"
+    --images ".local/build-bench/small-v2-$n" --name "bench_${stamp}_rss$n" --no-current \
+    --dataset-root "$data/datasets" --runner processes:2x1 --detector hog --shard-rows 2000 \
+    >"$data/rss-$n-build.json"
 done
 
 python3 bench/build_render.py "$data" "$cores" | tee bench/BUILD_RESULTS.md

@@ -188,6 +188,7 @@ fn a_build_is_the_same_inline_on_2_processes_and_on_3_single_threaded_ones() {
         );
         assert_eq!(report["duplicates"], 1, "{runner}: {report}");
         assert_eq!(report["failures"].as_array().unwrap().len(), 1, "{report}");
+        assert_eq!(report["failed"], 1, "{report}");
         assert_eq!(report["dataset"], "people@v1", "{report}");
         let expected_label = if runner == "processes:2" {
             "processes:2x1"

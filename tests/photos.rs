@@ -384,6 +384,7 @@ fn a_local_folder_builds_the_same_faces_on_1_and_2_workers_and_a_rebuild_encodes
     );
     assert_eq!(again["duplicates"], 0, "{again}");
     assert_eq!(again["failures"].as_array().unwrap().len(), 4, "{again}");
+    assert_eq!(again["failed"], 4, "{again}");
     assert_eq!(again["dataset"], Value::Null);
     let versions: i64 = env
         .db

@@ -88,6 +88,21 @@ impl Default for EncoderOptions {
     }
 }
 
+/// Longest side, in pixels, of the image `Auto`'s CNN fallback runs on: the photo is upsampled
+/// for it (up to `upsample` times) only while it stays within this bound, so a 300 px photo is
+/// scanned at 602 px and a 400 px one as it is. The fallback runs on every photo without a HOG
+/// face, most of which hold no face at all, and its cost grows with the pixels: on the
+/// build-bench corpus (README: Benchmarks), upsampling photos up to 1,024 px instead found 15
+/// more faces of 6,693 (57 px ones in 400 px photos) for 2.3× the CNN's time (115 s, not 49).
+pub const CNN_FALLBACK_MAX_SIDE: usize = 640;
+
+/// The size dlib's `pyramid_up` gives a `width`×`height` image: `pyramid_down<2>::rect_up` of
+/// the image rectangle, whose bottom-right corner (w − 1, h − 1) maps to
+/// ((w − 1 + 1.25) · 2, (h − 1 + 0.75) · 2), rounded with floor(v + 0.5) to (2w + 1, 2h).
+pub fn pyramid_up_size(width: usize, height: usize) -> (usize, usize) {
+    (2 * width + 2, 2 * height + 1)
+}
+
 /// A face box in image pixels, inclusive, as dlib reports it (it may reach past the image edge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaceBox {
@@ -289,55 +304,64 @@ impl Encoder {
 
     /// Detection with face_recognition's upsampling: dlib's `pyramid_up` (bilinear) to the size
     /// `pyramid_down<2>::rect_up` gives, then `rect_down` on every box.
+    ///
+    /// HOG runs on the image upsampled `upsample` times. `Auto`'s CNN fallback runs on the most
+    /// upsampled of those images whose longest side is at most [`CNN_FALLBACK_MAX_SIDE`]: its
+    /// cost grows with the pixels, and a photo without a HOG face is often one without any face
+    /// (it pays the whole scan for nothing), so small photos are upsampled for it and large ones
+    /// are not. An explicit `Cnn` detector runs on the fully upsampled image, as asked.
     fn detect_at_full_size(
         &self,
         image: &ImageMatrix,
         (width, height): (u32, u32),
     ) -> (Vec<FaceBox>, Detector) {
-        let (mut width, mut height) = (width as usize, height as usize);
-        let mut current = None::<ImageMatrix>;
+        // level(k) is the image upsampled k times, sizes[k] its size.
+        let mut upsampled: Vec<ImageMatrix> = Vec::new();
+        let mut sizes = vec![(width as usize, height as usize)];
         for _ in 0..self.options.upsample {
-            // rect_up maps corner (x, y) to ((x + 1) * 2, y * 2) for integer corners (dlib
-            // truncates its (1.25, 0.75) offset to the corner's integer type).
-            let (up_w, up_h) = (2 * width + 1, (2 * height).saturating_sub(1).max(1));
-            let from = current.as_ref().unwrap_or(image);
-            current = Some(self.timed(|t| &mut t.detect_hog, || from.resize(up_w, up_h)));
-            (width, height) = (up_w, up_h);
+            let (w, h) = *sizes.last().expect("the original size");
+            let (up_w, up_h) = pyramid_up_size(w, h);
+            let from = upsampled.last().unwrap_or(image);
+            let up = self.timed(|t| &mut t.detect_hog, || from.resize(up_w, up_h));
+            upsampled.push(up);
+            sizes.push((up_w, up_h));
         }
-        let target = current.as_ref().unwrap_or(image);
-        let (found, by): (Vec<Rectangle>, Detector) = match (&self.hog, &self.cnn) {
+        let level = |k: usize| if k == 0 { image } else { &upsampled[k - 1] };
+        let top = sizes.len() - 1;
+        let cnn_at = |cnn: &FaceDetectorCnn, k: usize| {
+            let found = self.timed(
+                |t| &mut t.detect_cnn,
+                || cnn.face_locations(level(k)).to_vec(),
+            );
+            (found, k, Detector::Cnn)
+        };
+        let (found, at, by): (Vec<Rectangle>, usize, Detector) = match (&self.hog, &self.cnn) {
             (Some(hog), cnn) => {
                 let found = self.timed(
                     |t| &mut t.detect_hog,
-                    || hog.face_locations(target).to_vec(),
+                    || hog.face_locations(level(top)).to_vec(),
                 );
                 match cnn {
                     // Auto: the CNN only where HOG found nothing.
-                    Some(cnn) if found.is_empty() => (
-                        self.timed(
-                            |t| &mut t.detect_cnn,
-                            || cnn.face_locations(target).to_vec(),
-                        ),
-                        Detector::Cnn,
-                    ),
-                    _ => (found, Detector::Hog),
+                    Some(cnn) if found.is_empty() => {
+                        let fits = |k: &usize| {
+                            let (w, h) = sizes[*k];
+                            w.max(h) <= CNN_FALLBACK_MAX_SIDE
+                        };
+                        cnn_at(cnn, (0..=top).rev().find(fits).unwrap_or(0))
+                    }
+                    _ => (found, top, Detector::Hog),
                 }
             }
-            (None, Some(cnn)) => (
-                self.timed(
-                    |t| &mut t.detect_cnn,
-                    || cnn.face_locations(target).to_vec(),
-                ),
-                Detector::Cnn,
-            ),
-            (None, None) => (Vec::new(), Detector::Hog),
+            (None, Some(cnn)) => cnn_at(cnn, top),
+            (None, None) => (Vec::new(), top, Detector::Hog),
         };
         let boxes = found
             .iter()
             .map(|r| {
                 let (mut l, mut t, mut rr, mut b) =
                     (r.left as f64, r.top as f64, r.right as f64, r.bottom as f64);
-                for _ in 0..self.options.upsample {
+                for _ in 0..at {
                     // pyramid_down<2>::point_down: p / 2 − (1.25, 0.75)
                     (l, t, rr, b) = (
                         l / 2.0 - 1.25,
@@ -433,9 +457,58 @@ pub fn use_one_blas_thread() {
     unsafe { openblas_set_num_threads(1) }
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe extern "C" {
+    /// glibc's allocator settings.
+    fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+/// Makes the process keep the memory it frees for its next allocation instead of handing it
+/// back to the kernel. Call it before any thread starts, in a process that encodes photos.
+///
+/// dlib sizes its CNN's layer tensors (tens to hundreds of MB) and its image pyramids by the
+/// photo, so every photo of a new size frees and allocates large blocks. glibc serves those with
+/// `mmap` and returns them with `munmap`, and the kernel then zeroes every page again on first
+/// touch: 40% of the CNN detector's time went to page faults (10.6 s of system time beside 17 s
+/// of user time on 40 photos). One arena (blocks over 64 MB in a thread's own arena are always
+/// mapped), no `mmap` threshold and no trimming make the blocks reused. Peak RSS stays the
+/// largest photo's, but the process keeps it until it exits: right for a batch of photos, not
+/// for a search, whose threads are better served by their own arenas.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        const M_ARENA_MAX: std::ffi::c_int = -8;
+        // SAFETY: plain setters of glibc's allocator parameters; an out-of-range value is
+        // refused (return 0), never undefined behaviour.
+        unsafe {
+            mallopt(M_ARENA_MAX, 1);
+            mallopt(M_MMAP_THRESHOLD, std::ffi::c_int::MAX);
+            mallopt(M_TRIM_THRESHOLD, std::ffi::c_int::MAX);
+        }
+    }
+}
+
 /// Copies an RGB image into dlib's matrix type.
 fn matrix(image: &RgbImage) -> ImageMatrix {
     let (width, height) = image.dimensions();
     // SAFETY: an RgbImage holds exactly width × height × 3 bytes, which is what `new` reads.
     unsafe { ImageMatrix::new(width as usize, height as usize, image.as_raw().as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsampled_sizes_are_dlib_pyramid_ups() {
+        // What dlib 19.24's own pyramid_up(img, out, pyramid_down<2>()) makes of these sizes
+        // (printed by a C++ program against Debian's libdlib-dev). A size off by a pixel moves
+        // HOG's borderline detections: 119 of 2,117 build-bench photos found other faces than
+        // face_recognition when the size was (2w + 1) × (2h − 1).
+        assert_eq!(pyramid_up_size(400, 300), (802, 601));
+        assert_eq!(pyramid_up_size(1, 1), (4, 3));
+        assert_eq!(pyramid_up_size(802, 601), (1606, 1203));
+    }
 }

@@ -10,7 +10,8 @@ pub mod timings;
 
 pub use decode::{DecodeLimits, decode_image};
 pub use encoder::{
-    DetectedFace, Detector, Encoder, EncoderOptions, FaceBox, Landmarks, use_one_blas_thread,
+    DetectedFace, Detector, Encoder, EncoderOptions, FaceBox, Landmarks, keep_freed_memory,
+    use_one_blas_thread,
 };
 pub use models::ModelPaths;
 pub use photo::{EncodedPhoto, encode_photo, index_of_largest};

@@ -76,9 +76,30 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+impl Command {
+    /// Whether the command runs dlib over many photos, whose allocations want an allocator that
+    /// keeps what it frees ([`facematch_datasets::face::keep_freed_memory`]). A worker may be
+    /// handed a build.
+    #[cfg(feature = "photos")]
+    fn encodes_photos(&self) -> bool {
+        matches!(
+            self,
+            Command::Dataset(dataset::DatasetCommand::Build(_))
+                | Command::Encode(_)
+                | Command::Faces(_)
+                | Command::Worker(_)
+        )
+    }
+}
+
 /// Parses arguments, runs the command, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: the allocator settings apply to arenas made from here on.
+    #[cfg(feature = "photos")]
+    if cli.command.encodes_photos() {
+        facematch_datasets::face::keep_freed_memory();
+    }
     match exec(cli) {
         Ok(code) => code,
         Err(e) => {

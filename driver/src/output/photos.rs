@@ -29,7 +29,7 @@ pub fn added_faces(faces: &[AddedFace]) -> String {
     out
 }
 
-/// What a dataset build did, with every photo that failed.
+/// What a dataset build did, with the photos that failed (up to the report's bound).
 pub fn build(r: &BuildReport) -> String {
     let mut out = format!(
         "build {}: {} photo(s): {} encoded ({} faces), {} already known, {} duplicate(s), {} failed — {:.1} s ({:.1} s encoding on {} worker(s))\n",
@@ -39,7 +39,7 @@ pub fn build(r: &BuildReport) -> String {
         r.faces,
         r.known,
         r.duplicates,
-        r.failures.len(),
+        r.failed,
         r.total_secs,
         r.dataflow_secs,
         r.workers
@@ -51,7 +51,14 @@ pub fn build(r: &BuildReport) -> String {
         Some(label) => out.push_str(&format!("new version {label}\n")),
         None => out.push_str("no new faces: no new version\n"),
     }
-    if !r.failures.is_empty() {
+    if r.failures.len() < r.failed {
+        out.push_str(&format!(
+            "failed photos (the first {} of {}; every one is in build_failures, build_id = {}):\n",
+            r.failures.len(),
+            r.failed,
+            r.build_id
+        ));
+    } else if !r.failures.is_empty() {
         out.push_str("failed photos:\n");
         for f in &r.failures {
             out.push_str(&format!("  [{}] {}\n", f.stage, short_uri(&f.message)));
@@ -109,4 +116,54 @@ pub fn encoded(out: &ImageOut) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::photos::build::PhotoFailure;
+
+    fn report(failed: usize, listed: usize) -> BuildReport {
+        BuildReport {
+            build_id: 7,
+            photos: failed + 3,
+            encoded: 3,
+            faces: 5,
+            known: 0,
+            duplicates: 0,
+            failed,
+            failures: (0..listed)
+                .map(|i| PhotoFailure {
+                    image: format!("/photos/{i}.jpg"),
+                    sha256: None,
+                    stage: "no_face".into(),
+                    message: format!("/photos/{i}.jpg: no face found"),
+                })
+                .collect(),
+            dataset: Some("people@v1".into()),
+            runner: "inline".into(),
+            workers: 1,
+            resumed: false,
+            chunks_reused: 0,
+            photos_encoded_now: 3,
+            dataflow_secs: 1.0,
+            stage_secs: Default::default(),
+            register_secs: 0.1,
+            total_secs: 1.2,
+        }
+    }
+
+    #[test]
+    fn a_report_of_more_failures_than_it_lists_says_where_the_rest_are() {
+        let text = build(&report(5000, 2));
+        assert!(text.contains("3 encoded (5 faces)"), "{text}");
+        assert!(text.contains("5000 failed"), "{text}");
+        assert!(
+            text.contains("the first 2 of 5000; every one is in build_failures, build_id = 7"),
+            "{text}"
+        );
+        let all = build(&report(2, 2));
+        assert!(all.contains("failed photos:\n"), "{all}");
+        assert_eq!(all.matches("no face found").count(), 2, "{all}");
+    }
 }

@@ -93,7 +93,10 @@ pub struct BuildReport {
     pub known: usize,
     /// Photos that repeat another photo of this build.
     pub duplicates: usize,
-    /// Photos that failed, with the reason.
+    /// Photos that failed.
+    pub failed: usize,
+    /// The first [`REPORTED_FAILURES`] of them by URI, with the reason (`build_failures` holds
+    /// every one).
     pub failures: Vec<PhotoFailure>,
     /// The new version (`name@vN`), or none when nothing changed.
     pub dataset: Option<String>,
@@ -181,6 +184,9 @@ impl Build<'_> {
         ));
     }
 }
+
+/// Most failures a [`BuildReport`] lists.
+pub const REPORTED_FAILURES: usize = 1000;
 
 /// Runs a build on `runner`; per-photo failures are in the report, anything else is an error
 /// (and the build stays resumable).
@@ -605,7 +611,9 @@ fn finish(
     {
         tracing::warn!("could not delete {}: {e:#}", build.spec.staging_root);
     }
-    let failures = builds::failures(client, build.build_id)?
+    // A bounded list: a corpus of millions of photos may hold millions without a face, which
+    // the report would hold in memory and print; the database keeps them all.
+    let failures = builds::failures(client, build.build_id, REPORTED_FAILURES)?
         .into_iter()
         .map(|f| PhotoFailure {
             image: f.image,
@@ -621,6 +629,7 @@ fn finish(
         faces: counts.faces,
         known: counts.known,
         duplicates: counts.duplicates,
+        failed: counts.failed,
         failures,
         dataset: dataset.as_ref().map(DatasetRow::label),
         runner: runner.label(),

@@ -203,13 +203,18 @@ pub fn record_failures<'a>(
     Ok(())
 }
 
-/// Every photo build `build_id` could not use, by URI.
-pub fn failures(client: &mut impl GenericClient, build_id: i64) -> Result<Vec<FailedPhoto>> {
+/// The first `limit` photos build `build_id` could not use, by URI.
+pub fn failures(
+    client: &mut impl GenericClient,
+    build_id: i64,
+    limit: usize,
+) -> Result<Vec<FailedPhoto>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     Ok(client
         .query(
             "SELECT image_uri, image_sha256, stage, message FROM build_failures
-              WHERE build_id = $1 ORDER BY image_uri",
-            &[&build_id],
+              WHERE build_id = $1 ORDER BY image_uri LIMIT $2",
+            &[&build_id, &limit],
         )?
         .iter()
         .map(|r| FailedPhoto {
