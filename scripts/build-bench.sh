@@ -11,7 +11,8 @@
 #   4. HOG alone on worker processes (processes:2x1) on the corpus, and the peak RSS of the driver
 #      and of each worker process there and on 2,000 and BUILD_BENCH_LARGE small photos.
 # Runs against a server of its own (.local/pg-build-bench, stopped at the end); the raw reports
-# stay in .local/build-bench/last-run, the datasets are deleted. The dev profile's hot crates are optimised (Cargo.toml), and dlib itself is
+# stay in .local/build-bench/last-run, the datasets are deleted. The dev profile's hot crates are
+# optimised (Cargo.toml), and dlib itself is
 # Debian's optimised library, so no release build is needed for these figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,18 +54,22 @@ build all "$corpus" -w "$cores" >"$data/fm-all.json"
 echo "build-bench: Python face_recognition, $cores processes" >&2
 "$py" bench/face_recognition_peer.py "$corpus" "$cores" >"$data/python.json"
 
+# A HOG-only build on processes:2x1 under peak_rss.py: RSS_JSON REPORT_JSON NAME IMAGES ARGS...
+hog_build_rss() {
+  local rss=$1 report=$2 name=$3 images=$4
+  shift 4
+  python3 bench/peak_rss.py "$data/$rss" "$fm" --json dataset build \
+    --images "$images" --name "bench_${stamp}_$name" --no-current \
+    --dataset-root "$data/datasets" --runner processes:2x1 --detector hog "$@" >"$data/$report"
+}
+
 echo "build-bench: HOG only, peak RSS, $(find "$corpus" -type f | wc -l) photos on processes:2x1" >&2
-python3 bench/peak_rss.py "$data/hog-rss.json" "$fm" --json dataset build \
-  --images "$corpus" --name "bench_${stamp}_hog" --no-current \
-  --dataset-root "$data/datasets" --runner processes:2x1 --detector hog >"$data/hog.json"
+hog_build_rss hog-rss.json hog.json hog "$corpus"
 # Peak RSS against the number of photos: small photos of one size spread at both counts, and
 # shards of 2,000 faces so that both counts write several (the driver holds one open shard).
 for n in 2000 "$large"; do
   echo "build-bench: peak RSS, $n small photos on processes:2x1" >&2
-  python3 bench/peak_rss.py "$data/rss-$n.json" "$fm" --json dataset build \
-    --images ".local/build-bench/small-v2-$n" --name "bench_${stamp}_rss$n" --no-current \
-    --dataset-root "$data/datasets" --runner processes:2x1 --detector hog --shard-rows 2000 \
-    >"$data/rss-$n-build.json"
+  hog_build_rss "rss-$n.json" "rss-$n-build.json" "rss$n" ".local/build-bench/small-v2-$n" --shard-rows 2000
 done
 
 python3 bench/build_render.py "$data" "$cores" | tee bench/BUILD_RESULTS.md

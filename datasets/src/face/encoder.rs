@@ -457,12 +457,6 @@ pub fn use_one_blas_thread() {
     unsafe { openblas_set_num_threads(1) }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-unsafe extern "C" {
-    /// glibc's allocator settings.
-    fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-}
-
 /// Makes the process keep the memory it frees for its next allocation instead of handing it
 /// back to the kernel. Call it before any thread starts, in a process that encodes photos.
 ///
@@ -476,17 +470,12 @@ unsafe extern "C" {
 /// for a search, whose threads are better served by their own arenas.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
-        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-        const M_ARENA_MAX: std::ffi::c_int = -8;
-        // SAFETY: plain setters of glibc's allocator parameters; an out-of-range value is
-        // refused (return 0), never undefined behaviour.
-        unsafe {
-            mallopt(M_ARENA_MAX, 1);
-            mallopt(M_MMAP_THRESHOLD, std::ffi::c_int::MAX);
-            mallopt(M_TRIM_THRESHOLD, std::ffi::c_int::MAX);
-        }
+    // SAFETY: plain setters of glibc's allocator parameters; an out-of-range value is refused
+    // (return 0), never undefined behaviour.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, libc::c_int::MAX);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
     }
 }
 
