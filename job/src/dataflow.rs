@@ -14,6 +14,7 @@
 use crate::assign::assign_shards;
 use crate::kernel::Scanner;
 use crate::query::{Match, Query};
+use crate::resident::ResidentDataset;
 use differential_dataflow::AsCollection;
 use facematch_datasets::{Manifest, S3Options, ShardReader, Storage};
 use serde::{Deserialize, Serialize};
@@ -136,6 +137,29 @@ pub fn run_job(spec: Arc<JobSpec>, config: timely::Config) -> Result<Option<JobO
     run_job_connected(spec, config, || {})
 }
 
+/// [`run_job`] scanning `resident`, which must hold the spec's dataset version, instead of
+/// reading the shards from storage (threads of one process only: the data is in its memory).
+pub fn run_job_on(
+    spec: Arc<JobSpec>,
+    resident: Arc<ResidentDataset>,
+    workers: usize,
+) -> Result<Option<JobOutput>, JobError> {
+    if !resident.holds(&spec.root_uri, &spec.manifest) {
+        return Err(JobError::Invalid(format!(
+            "the resident dataset is {}, the job asks for {} under {}",
+            resident.manifest().dataset_ref(),
+            spec.manifest.dataset_ref(),
+            spec.root_uri
+        )));
+    }
+    run_timely(
+        spec,
+        Some(resident),
+        timely::Config::process(workers.max(1)),
+        || {},
+    )
+}
+
 /// [`run_job`], calling `connected` once timely has connected to every other process (at once
 /// for a single process), so a caller can bound how long connecting may take.
 pub fn run_job_connected(
@@ -143,10 +167,22 @@ pub fn run_job_connected(
     config: timely::Config,
     connected: impl FnOnce(),
 ) -> Result<Option<JobOutput>, JobError> {
+    run_timely(spec, None, config, connected)
+}
+
+/// Runs the dataflow, scanning `resident` when given and storage otherwise.
+fn run_timely(
+    spec: Arc<JobSpec>,
+    resident: Option<Arc<ResidentDataset>>,
+    config: timely::Config,
+    connected: impl FnOnce(),
+) -> Result<Option<JobOutput>, JobError> {
     check_spec(&spec)?;
     let started = Instant::now();
-    let guards = timely::execute(config, move |worker| run_worker(worker, &spec))
-        .map_err(JobError::Runtime)?;
+    let guards = timely::execute(config, move |worker| {
+        run_worker(worker, &spec, resident.clone())
+    })
+    .map_err(JobError::Runtime)?;
     connected();
     let mut output = None;
     for result in guards.join() {
@@ -177,10 +213,11 @@ struct Collected {
 fn run_worker(
     worker: &mut timely::worker::Worker,
     spec: &JobSpec,
+    resident: Option<Arc<ResidentDataset>>,
 ) -> Option<Result<JobOutput, JobError>> {
     let index = worker.index();
     let collected = Arc::new(std::sync::Mutex::new(Collected::default()));
-    build_dataflow(worker, spec, collected.clone());
+    build_dataflow(worker, spec, resident, collected.clone());
     // Run the dataflow to completion before reading what it collected.
     while worker.step_or_park(None) {}
     if index != 0 {
@@ -195,6 +232,7 @@ fn run_worker(
 fn build_dataflow(
     worker: &mut timely::worker::Worker,
     spec: &JobSpec,
+    resident: Option<Arc<ResidentDataset>>,
     collected: Arc<std::sync::Mutex<Collected>>,
 ) {
     let owner = assign_shards(&spec.manifest.shards, worker.peers());
@@ -212,7 +250,7 @@ fn build_dataflow(
             .to_stream(scope)
             .unary_frontier(Pipeline, "Scan", move |cap, _info| {
                 let mut cap = Some(cap);
-                let mut state = ScanState::new(&scan_spec);
+                let mut state = ScanState::new(&scan_spec, resident.clone());
                 move |(input, frontier), output| {
                     input.for_each(|_time, shards: &mut Vec<usize>| {
                         for shard in shards.drain(..) {
@@ -346,6 +384,8 @@ enum ScanItem {
 /// One worker's scan: its storage handle, its kernel, and what went wrong.
 struct ScanState {
     spec: JobSpec,
+    /// The shards in memory (`serve`, `watch`); None streams them from storage.
+    resident: Option<Arc<ResidentDataset>>,
     storage: Option<Storage>,
     scanner: Scanner,
     faces: u64,
@@ -353,10 +393,11 @@ struct ScanState {
 }
 
 impl ScanState {
-    fn new(spec: &JobSpec) -> ScanState {
+    fn new(spec: &JobSpec, resident: Option<Arc<ResidentDataset>>) -> ScanState {
         ScanState {
             scanner: Scanner::new(&spec.queries, spec.manifest.dim),
             spec: spec.clone(),
+            resident,
             storage: None,
             faces: 0,
             failures: Vec::new(),
@@ -367,6 +408,14 @@ impl ScanState {
         let info = self.spec.manifest.shards[shard].clone();
         if !self.failures.is_empty() {
             return; // the run has failed; do not spend time on the rest
+        }
+        if let Some(resident) = &self.resident {
+            for batch in resident.shard(shard) {
+                self.scanner
+                    .scan(&batch.face_ids, &batch.sources, batch.values());
+                self.faces += batch.len() as u64;
+            }
+            return;
         }
         if let Err(error) = self.try_scan(&info) {
             self.failures.push(Report::Failed {

@@ -14,6 +14,7 @@ pub mod build;
 pub mod dataflow;
 pub mod kernel;
 pub mod query;
+pub mod resident;
 pub mod topn;
 pub mod work;
 

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod moto;
 pub mod network;
 pub mod reference;
+pub mod server;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use std::path::{Path, PathBuf};

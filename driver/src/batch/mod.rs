@@ -3,7 +3,8 @@
 //! dataflow on a [`Runner`] and write the results (or errors) back while a heartbeat keeps the
 //! claim alive — until the last commit, so a long write cannot outlive the lease — and record
 //! the run in `job_runs`.
-//! [`planner`] estimates a run; [`schedule`] runs batches on a period.
+//! [`planner`] estimates a run; [`schedule`] runs batches on a period; [`watch`] runs them as
+//! histories arrive.
 //!
 //! This is the only code that moves histories through their states during a run, and it does
 //! so only through [`crate::store::histories`]; it never knows which runner executed the job
@@ -13,6 +14,7 @@ mod heartbeat;
 pub mod planner;
 mod recorder;
 pub mod schedule;
+pub mod watch;
 
 use crate::runner::{Runner, is_data_failure};
 use crate::store::datasets::{self, DatasetRow};
@@ -144,25 +146,36 @@ pub fn run_pending(
     options: &RunOptions,
 ) -> Result<RunSummary> {
     let mut client = crate::store::connect_checked(database_url, crate::store::Access::Write)?;
+    run_pending_on(&mut client, database_url, runner, options)
+}
+
+/// [`run_pending`] on the open connection `client` (a long-lived process keeps one; it is
+/// replaced if the database goes away mid-run). `database_url` is for the heartbeat.
+pub fn run_pending_on(
+    client: &mut postgres::Client,
+    database_url: &str,
+    runner: &dyn Runner,
+    options: &RunOptions,
+) -> Result<RunSummary> {
     let mut summary = RunSummary {
         runner: runner.label(),
         ..RunSummary::default()
     };
-    summary.requeued = requeue_dead_runs(&mut client, options.max_attempts)?;
-    let dataset = datasets::resolve(&mut client, options.dataset.as_ref())?;
+    summary.requeued = requeue_dead_runs(client, options.max_attempts)?;
+    let dataset = datasets::resolve(client, options.dataset.as_ref())?;
     let (storage, manifest) = dataset.load_manifest(&options.s3)?;
     summary.dataset = dataset.label();
     runner.check(storage.root_uri())?;
-    summary.plan = plan_or_refuse(&mut client, runner, options, &manifest, &summary.runner)?;
+    summary.plan = plan_or_refuse(client, runner, options, &manifest, &summary.runner)?;
 
-    let run_id = job_runs::start(&mut client, &summary.runner, dataset.id, &summary.dataset)?;
+    let run_id = job_runs::start(client, &summary.runner, dataset.id, &summary.dataset)?;
     summary.run_id = Some(run_id);
     let batch_size = options.batch_size.or_else(|| {
         // A pass on a remote runner costs a cluster's start-up: by default it takes everything.
         (!runner.capacity().remote).then_some(DEFAULT_BATCH_SIZE)
     });
     let scope = ClaimScope {
-        up_to: histories::newest_id(&mut client)?,
+        up_to: histories::newest_id(client)?,
         ..options.scope.clone()
     };
     let root_uri = storage.root_uri().to_string();
@@ -171,7 +184,7 @@ pub fn run_pending(
     with_heartbeat(database_url, run_id, options.lease, || -> Result<()> {
         while let Some(take) = next_take(options.scope.limit, batch_size, summary.claimed) {
             let claim_started = Instant::now();
-            let claim = with_reconnect(&mut client, database_url, |client| {
+            let claim = with_reconnect(client, database_url, |client| {
                 let scope = ClaimScope {
                     limit: take,
                     ..scope.clone()
@@ -199,7 +212,7 @@ pub fn run_pending(
             fault_point_before_write();
             let write_started = Instant::now();
             let outcome = Outcome::of(outcome);
-            with_reconnect(&mut client, database_url, |client| {
+            with_reconnect(client, database_url, |client| {
                 write_back(client, run_id, options, &spec, &outcome, &mut summary)
             })?;
             summary.write_ms += write_started.elapsed().as_millis() as u64;
@@ -213,7 +226,7 @@ pub fn run_pending(
     })?;
     // Sorted once: a concurrent run's requeue can hand a later pass older ids.
     summary.history_ids.sort_unstable();
-    with_reconnect(&mut client, database_url, |client| {
+    with_reconnect(client, database_url, |client| {
         let released = histories::release(client, run_id)?;
         if released > 0 {
             tracing::warn!(run_id, released, "released histories claimed but never run");

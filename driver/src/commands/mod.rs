@@ -10,12 +10,15 @@ mod dataset;
 mod db;
 mod emr;
 mod photos;
+mod report;
 mod run;
 mod schedule;
 mod search;
+mod serve;
 mod show;
 mod stats;
 mod submit;
+mod watch;
 mod worker;
 
 use anyhow::Result;
@@ -57,6 +60,14 @@ enum Command {
     /// Run the PENDING histories as one batch every period (windows are never run twice, even by
     /// several schedulers on one database); SIGTERM finishes the current window and exits.
     Schedule(schedule::ScheduleArgs),
+    /// The web app and JSON API: upload a photo, see the most similar faces; searches are
+    /// answered at once over the dataset held in memory.
+    Serve(serve::ServeArgs),
+    /// Searches as one self-contained HTML file (crops inline) to mail around.
+    Report(report::ReportArgs),
+    /// Answer histories as they arrive (LISTEN/NOTIFY) with the dataset held in memory, until
+    /// SIGTERM: the engine of `serve` on a headless host.
+    Watch(watch::WatchArgs),
     /// Join a timely cluster as one worker process (what `--runner processes`, a cluster host or
     /// an EMR step starts).
     Worker(worker::WorkerArgs),
@@ -124,6 +135,9 @@ fn exec(cli: Cli) -> Result<ExitCode> {
         Command::Search(args) => search::exec(args, json),
         Command::Show(args) => show::exec(args, json).map(done),
         Command::Schedule(args) => schedule::exec(args, json).map(done),
+        Command::Serve(args) => serve::exec(args).map(done),
+        Command::Report(args) => report::exec(args).map(done),
+        Command::Watch(args) => watch::exec(args, json).map(done),
         Command::Worker(args) => worker::exec(args).map(done),
         Command::Emr(cmd) => emr::exec(cmd, json).map(done),
         Command::Encode(args) => photos::encode(args, json),

@@ -137,7 +137,7 @@ pub use enabled::{build, encode, faces, query_face, require};
 mod enabled {
     use super::*;
     use crate::output::{photos as report, print_json};
-    use crate::photos::add::{AddRequest, Owner, add_faces};
+    use crate::photos::add::{AddRequest, LazyEncoder, Owner, PhotoSource, add_faces};
     use crate::photos::build::{BuildRequest, Resume, build_dataset};
     use crate::photos::encode::encode_file;
     use crate::store::datasets;
@@ -216,15 +216,22 @@ mod enabled {
     /// `facematch faces add`.
     pub fn faces(cmd: FacesCommand, json: bool) -> Result<ExitCode> {
         let FacesCommand::Add(args) = cmd;
+        let images: Vec<PhotoSource> = args
+            .images
+            .iter()
+            .cloned()
+            .map(PhotoSource::Location)
+            .collect();
         let request = AddRequest {
-            images: &args.images,
+            images: &images,
             owner: args.owner.owner(),
             largest: args.largest,
             image_store: &args.store.image_store,
             s3: &args.s3.options(),
             prefer_dataset: None,
         };
-        let added = add_faces(&mut args.db.writer()?, &request, || args.face.encoder())?;
+        let mut encoder = LazyEncoder::new(|| args.face.encoder());
+        let added = add_faces(&mut args.db.writer()?, &request, &mut encoder)?;
         if json {
             print_json(&added)?;
         } else {
@@ -291,7 +298,7 @@ mod enabled {
         let target = datasets::resolve(client, dataset.as_ref())
             .ok()
             .map(|row| row.name);
-        let images = [image.to_string()];
+        let images = [PhotoSource::Location(image.to_string())];
         let request = AddRequest {
             images: &images,
             owner: query.owner.owner(),
@@ -300,7 +307,11 @@ mod enabled {
             s3: &s3.options(),
             prefer_dataset: target.as_deref(),
         };
-        let added = add_faces(client, &request, || query.photo.encoder())?;
+        let added = add_faces(
+            client,
+            &request,
+            &mut LazyEncoder::new(|| query.photo.encoder()),
+        )?;
         let face = added
             .first()
             .ok_or_else(|| anyhow!("image {image}: no face"))?;

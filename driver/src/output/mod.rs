@@ -16,6 +16,12 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Prints `value` as one line of JSON: what a long-running command streams (JSON Lines).
+pub fn print_json_line(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
 /// A progress bar of `total` steps drawn with indicatif's `template`.
 pub fn progress_bar(total: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);

@@ -42,6 +42,32 @@ pub struct Stats {
     pub mean_encoding: Vec<f64>,
 }
 
+/// `previous` with the database's counts read again (the mean is the dataset version's, which
+/// never changes).
+pub fn recount(client: &mut Client, previous: &Stats) -> Result<Stats> {
+    let counts = faces::counts(client)?;
+    Ok(Stats {
+        faces: counts.faces,
+        images: counts.images,
+        sources: source_stats(counts.sources),
+        actors: counts.actors,
+        users: counts.users,
+        histories: histories::status_counts(client)?,
+        ..previous.clone()
+    })
+}
+
+fn source_stats(sources: Vec<(String, i64, i64)>) -> Vec<SourceStats> {
+    sources
+        .into_iter()
+        .map(|(source, faces, images)| SourceStats {
+            source,
+            faces,
+            images,
+        })
+        .collect()
+}
+
 /// Counts from the database and the mean over `dataset`'s shards.
 pub fn collect(client: &mut Client, dataset: &DatasetRow, s3: &S3Options) -> Result<Stats> {
     let counts = faces::counts(client)?;
@@ -50,15 +76,7 @@ pub fn collect(client: &mut Client, dataset: &DatasetRow, s3: &S3Options) -> Res
     Ok(Stats {
         faces: counts.faces,
         images: counts.images,
-        sources: counts
-            .sources
-            .into_iter()
-            .map(|(source, faces, images)| SourceStats {
-                source,
-                faces,
-                images,
-            })
-            .collect(),
+        sources: source_stats(counts.sources),
         actors: counts.actors,
         users: counts.users,
         histories,

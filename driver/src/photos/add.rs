@@ -7,12 +7,12 @@
 
 use super::read_photo;
 use crate::store::faces::{self, ImageRow, PhotoFace};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use facematch_datasets::face::{
     DecodeLimits, EncodedPhoto, Encoder, FaceBox, decode_image, index_of_largest,
 };
 use facematch_datasets::shard::sha256_hex;
-use facematch_datasets::{FaceSource, S3Options, Storage};
+use facematch_datasets::{DatasetError, FaceSource, S3Options, Storage};
 use postgres::Client;
 use serde::Serialize;
 
@@ -36,10 +36,41 @@ impl Owner {
     }
 }
 
+/// Where a photo comes from.
+#[derive(Debug, Clone)]
+pub enum PhotoSource {
+    /// A path or `s3://bucket/key`, read when the photo is added.
+    Location(String),
+    /// Bytes received (an upload), with the file name they came under.
+    Upload {
+        /// The upload's file name (its extension names the stored photo's).
+        name: String,
+        /// The photo.
+        bytes: Vec<u8>,
+    },
+}
+
+impl PhotoSource {
+    /// What messages call the photo.
+    pub fn name(&self) -> &str {
+        match self {
+            PhotoSource::Location(image) => image,
+            PhotoSource::Upload { name, .. } => name,
+        }
+    }
+
+    fn read(&self, s3: &S3Options) -> Result<Vec<u8>> {
+        match self {
+            PhotoSource::Location(image) => read_photo(image, s3),
+            PhotoSource::Upload { bytes, .. } => Ok(bytes.clone()),
+        }
+    }
+}
+
 /// What to add.
 pub struct AddRequest<'a> {
-    /// Photos: paths or `s3://bucket/key`.
-    pub images: &'a [String],
+    /// The photos.
+    pub images: &'a [PhotoSource],
     /// Whose faces they are.
     pub owner: Owner,
     /// Keep only the largest face of each photo.
@@ -61,6 +92,8 @@ pub struct AddedFace {
     pub image: String,
     /// Where the photo is kept.
     pub image_uri: String,
+    /// sha256 of the photo.
+    pub sha256: String,
     /// `[x0, y0, x1, y1]`.
     pub bbox: Option<Vec<i32>>,
     /// `A` or `U`.
@@ -85,11 +118,33 @@ impl Prepared {
     }
 }
 
+/// dlib's models, loaded the first time a photo needs them (a known photo never does) and kept
+/// for the next (a server adds photo after photo).
+pub struct LazyEncoder<F> {
+    loaded: Option<Encoder>,
+    load: F,
+}
+
+impl<F: FnMut() -> Result<Encoder>> LazyEncoder<F> {
+    /// Nothing loaded yet; `load` loads the models.
+    pub fn new(load: F) -> LazyEncoder<F> {
+        LazyEncoder { loaded: None, load }
+    }
+
+    /// The encoder, loaded now if it was not.
+    pub fn get(&mut self) -> Result<&Encoder> {
+        match self.loaded {
+            Some(ref encoder) => Ok(encoder),
+            None => Ok(self.loaded.insert((self.load)()?)),
+        }
+    }
+}
+
 /// Adds the faces of every photo, or nothing if any photo fails.
-pub fn add_faces(
+pub fn add_faces<F: FnMut() -> Result<Encoder>>(
     client: &mut Client,
     request: &AddRequest<'_>,
-    encoder: impl FnMut() -> Result<Encoder>,
+    encoder: &mut LazyEncoder<F>,
 ) -> Result<Vec<AddedFace>> {
     let prepared = prepare(client, request, encoder)?;
     let store = Storage::open(request.image_store, request.s3)?;
@@ -105,15 +160,15 @@ pub fn add_faces(
 
 /// Reads every photo and encodes those not known yet; fails on the first photo without a face.
 /// Models are loaded only when a photo needs them, and only once.
-fn prepare(
+fn prepare<F: FnMut() -> Result<Encoder>>(
     client: &mut Client,
     request: &AddRequest<'_>,
-    mut encoder: impl FnMut() -> Result<Encoder>,
+    encoder: &mut LazyEncoder<F>,
 ) -> Result<Vec<Prepared>> {
-    let mut loaded: Option<Encoder> = None;
     let mut prepared = Vec::new();
-    for image in request.images {
-        let bytes = read_photo(image, request.s3)?;
+    for source in request.images {
+        let image = source.name();
+        let bytes = source.read(request.s3)?;
         let sha256 = sha256_hex(&bytes);
         let known = known_faces(
             client,
@@ -128,13 +183,13 @@ fn prepare(
         }
         // Decoded before the models load: a broken photo fails at once.
         let decoded = decode_image(image, &bytes, DecodeLimits::default())?;
-        let encoder = match loaded {
-            Some(ref encoder) => encoder,
-            None => loaded.insert(encoder()?),
-        };
-        let mut photo = EncodedPhoto::encode(encoder, sha256, &decoded);
+        let mut photo = EncodedPhoto::encode(encoder.get()?, sha256, &decoded);
         if photo.faces.is_empty() {
-            bail!("image {image}: no face found; nothing was added");
+            return Err(DatasetError::Image {
+                image: image.to_string(),
+                message: "no face found; nothing was added".into(),
+            }
+            .into());
         }
         if request.largest {
             photo.keep_largest();
@@ -164,7 +219,8 @@ fn register(
     let mut next_id = faces::lock_next_face_id(&mut tx)?;
     faces::reserve_face_ids(&mut tx, next_id, new_faces as i64)?;
     let (mut added, mut rows, mut images) = (Vec::new(), Vec::new(), Vec::new());
-    for (image, prepared) in request.images.iter().zip(prepared) {
+    for (source, prepared) in request.images.iter().zip(prepared) {
+        let image = source.name();
         let (bytes, photo) = match prepared {
             Prepared::Known(faces) => {
                 added.extend(faces);
@@ -201,8 +257,9 @@ fn register(
             });
             added.push(AddedFace {
                 face_id: next_id,
-                image: image.clone(),
+                image: image.to_string(),
                 image_uri: uri.clone(),
+                sha256: photo.sha256.clone(),
                 bbox: Some(bbox.to_vec()),
                 source: request.owner.source().to_string(),
                 known: false,
@@ -231,6 +288,7 @@ fn known_faces(
             face_id: f.face_id,
             source: f.source,
             image_uri: f.image_uri.unwrap_or_default(),
+            sha256: sha256.to_string(),
             bbox: f.bbox,
             image: image.to_string(),
             known: true,

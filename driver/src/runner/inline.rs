@@ -1,8 +1,7 @@
 //! `--runner inline`: the dataflow on timely worker threads inside this process.
 
-use super::{Capacity, DataFailure, RunContext, Runner};
+use super::{Capacity, RunContext, Runner, search_failure};
 use anyhow::{Result, anyhow};
-use facematch_job::dataflow::JobError;
 use facematch_job::{Work, WorkOutput, run_job};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +30,7 @@ impl Runner for InlineRunner {
         let config = facematch_job::timely::Config::process(self.workers.max(1));
         match &*work {
             Work::Search(spec) => {
-                let output = run_job(Arc::new(spec.clone()), config).map_err(|e| match e {
-                    JobError::Shards(_) | JobError::Invalid(_) => DataFailure(e.to_string()).into(),
-                    JobError::Runtime(_) | JobError::Unavailable(_) => anyhow::Error::from(e),
-                })?;
+                let output = run_job(Arc::new(spec.clone()), config).map_err(search_failure)?;
                 let output = output.ok_or_else(|| anyhow!("worker 0 returned no output"))?;
                 Ok(WorkOutput::Search(output))
             }

@@ -4,13 +4,15 @@
 //!
 //! This module names no runner. Each one lives in its own room — [`inline`] (threads in this
 //! process), [`processes`] (worker processes on this machine), [`hosts`] (worker processes on
-//! machines you manage, waiting on a pool), [`emr`] (an AWS EMR cluster) — and the command line
+//! machines you manage, waiting on a pool), [`emr`] (an AWS EMR cluster), [`resident`] (threads in
+//! this process over a dataset held in memory, for `serve` and `watch`) — and the command line
 //! picks one (`commands::run`).
 
 pub mod emr;
 pub mod hosts;
 pub mod inline;
 pub mod processes;
+pub mod resident;
 
 use anyhow::Result;
 use facematch_job::{JobOutput, JobSpec, Work, WorkOutput};
@@ -30,6 +32,16 @@ pub struct DataFailure(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct WorkerLost(pub String);
+
+/// A search dataflow's failure in the runners' terms: a bad shard or spec is a [`DataFailure`],
+/// the runtime's or storage's failure the machinery's.
+pub fn search_failure(error: facematch_job::dataflow::JobError) -> anyhow::Error {
+    use facematch_job::dataflow::JobError;
+    match error {
+        JobError::Shards(_) | JobError::Invalid(_) => DataFailure(error.to_string()).into(),
+        JobError::Runtime(_) | JobError::Unavailable(_) => anyhow::Error::from(error),
+    }
+}
 
 /// Whether `error` is the job's answer (ERROR) rather than the machinery's failure (PENDING).
 pub fn is_data_failure(error: &anyhow::Error) -> bool {
@@ -90,6 +102,11 @@ pub trait Runner {
     /// Checks, before a build starts, that this runner's workers can read the photos at
     /// `photos_root` and write beside the dataset at `dataset_root`, and run the face pipeline.
     fn check_build(&self, _photos_root: &str, _dataset_root: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Gets ready, ahead of the next pass, to scan the version `manifest` under `dataset_root`
+    /// (a runner holding the dataset in memory loads it now; the others have nothing to do).
+    fn prepare(&self, _dataset_root: &str, _manifest: &facematch_datasets::Manifest) -> Result<()> {
         Ok(())
     }
     /// Runs the work to completion and returns process 0's output.

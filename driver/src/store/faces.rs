@@ -254,3 +254,135 @@ pub fn counts(client: &mut impl GenericClient) -> Result<FaceCounts> {
         users: totals.get(3),
     })
 }
+
+/// What a page shows about a face: who, which photo, where in it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FaceCard {
+    /// Face id.
+    pub id: i64,
+    /// `A` or `U`.
+    pub source: String,
+    /// The actor's or user's name, if any.
+    pub who: Option<String>,
+    /// Where the photo is kept (None for faces imported as encodings).
+    pub image_uri: Option<String>,
+    /// sha256 of the photo.
+    pub image_sha256: Option<String>,
+    /// `[x0, y0, x1, y1]` in the photo.
+    pub bbox: Option<Vec<i32>>,
+    /// `hog` or `cnn`, for faces found in photos.
+    pub detector: Option<String>,
+    /// The dataset that first held it, `name@vN`.
+    pub dataset: Option<String>,
+}
+
+/// The cards of the faces `ids` that exist, in `ids` order.
+pub fn cards(client: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<FaceCard>> {
+    Ok(client
+        .query(
+            "SELECT f.id, f.source, coalesce(a.name, u.username), f.image_uri, f.image_sha256,
+                    f.bbox, f.detector, d.name || '@v' || d.version
+               FROM faces f
+               LEFT JOIN actors a ON a.id = f.actor_id
+               LEFT JOIN users u ON u.id = f.user_id
+               LEFT JOIN datasets d ON d.id = f.first_dataset_id
+              WHERE f.id = ANY($1) ORDER BY array_position($1, f.id)",
+            &[&ids],
+        )?
+        .iter()
+        .map(|r| FaceCard {
+            id: r.get(0),
+            source: r.get(1),
+            who: r.get(2),
+            image_uri: r.get(3),
+            image_sha256: r.get(4),
+            bbox: r.get(5),
+            detector: r.get(6),
+            dataset: r.get(7),
+        })
+        .collect())
+}
+
+/// A face of a photo with its encoding (what `GET /api/photos/{sha256}` returns).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EncodedFace {
+    /// Face id.
+    pub face_id: i64,
+    /// `A` or `U`.
+    pub source: String,
+    /// `[x0, y0, x1, y1]`.
+    pub bbox: Option<Vec<i32>>,
+    /// The 128-d encoding.
+    pub encoding: Vec<f32>,
+}
+
+/// A known photo: where it is, its size, and its faces (those of one dataset, as
+/// [`faces_of_photo`] picks them) with their encodings; None when no face has this sha256.
+pub fn photo(
+    client: &mut impl GenericClient,
+    sha256: &str,
+) -> Result<Option<(KnownPhoto, Vec<EncodedFace>)>> {
+    let known = faces_of_photo(client, sha256, None)?;
+    let Some(first) = known.first() else {
+        return Ok(None);
+    };
+    let ids: Vec<i64> = known.iter().map(|f| f.face_id).collect();
+    let encodings: std::collections::HashMap<i64, Vec<f32>> = client
+        .query("SELECT id, encoding FROM faces WHERE id = ANY($1)", &[&ids])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let size = client.query_opt(
+        "SELECT width, height FROM images WHERE sha256 = $1 ORDER BY created_at LIMIT 1",
+        &[&sha256],
+    )?;
+    let photo = KnownPhoto {
+        sha256: sha256.to_string(),
+        uri: first.image_uri.clone(),
+        width: size.as_ref().map(|r| r.get(0)),
+        height: size.as_ref().map(|r| r.get(1)),
+    };
+    let faces = known
+        .into_iter()
+        .map(|f| EncodedFace {
+            encoding: encodings.get(&f.face_id).cloned().unwrap_or_default(),
+            face_id: f.face_id,
+            source: f.source,
+            bbox: f.bbox,
+        })
+        .collect();
+    Ok(Some((photo, faces)))
+}
+
+/// A photo faces came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KnownPhoto {
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Where it is kept.
+    pub uri: Option<String>,
+    /// Width in pixels, if recorded.
+    pub width: Option<i32>,
+    /// Height in pixels, if recorded.
+    pub height: Option<i32>,
+}
+
+/// Faces per source of each dataset version: (dataset id, source, faces). A version holds the
+/// faces first registered by it and by the earlier versions of its name.
+pub fn counts_per_version(client: &mut impl GenericClient) -> Result<Vec<(i64, String, i64)>> {
+    Ok(client
+        .query(
+            "WITH per_version AS (
+                 SELECT first_dataset_id AS id, source, count(*) AS n FROM faces
+                  WHERE first_dataset_id IS NOT NULL GROUP BY 1, 2)
+             SELECT d.id, p.source, sum(p.n)::bigint
+               FROM datasets d
+               JOIN datasets earlier ON earlier.name = d.name AND earlier.version <= d.version
+               JOIN per_version p ON p.id = earlier.id
+              GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}

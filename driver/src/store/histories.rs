@@ -506,3 +506,76 @@ pub fn status_counts(client: &mut Client) -> Result<Vec<(String, i64)>> {
         .map(|r| (r.get(0), r.get(1)))
         .collect())
 }
+
+/// One line of the list of searches (newest first).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryLine {
+    /// `histories.id`.
+    pub id: i64,
+    /// Query face.
+    pub in_face_id: i64,
+    /// Method as stored.
+    pub similarity_method: String,
+    /// Filter as stored.
+    pub face_source_filter: String,
+    /// N as stored.
+    pub max_results: i32,
+    /// Status.
+    pub status: String,
+    /// When it was submitted.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it ended.
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Results written.
+    pub items: i64,
+    /// Who the query face is (actor or user), if known.
+    pub who: Option<String>,
+}
+
+/// Up to `limit` histories older than `before` (the newest when None), newest first, and how
+/// many histories there are in all.
+pub fn page(
+    client: &mut Client,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<HistoryLine>, i64)> {
+    let lines = client
+        .query(
+            "SELECT h.id, h.in_face_id, h.similarity_method, h.face_source_filter, h.max_results,
+                    h.status, h.created_at, h.finished_at,
+                    (SELECT count(*) FROM history_items i WHERE i.history_id = h.id),
+                    coalesce(a.name, u.username)
+               FROM histories h
+               LEFT JOIN faces f ON f.id = h.in_face_id
+               LEFT JOIN actors a ON a.id = f.actor_id
+               LEFT JOIN users u ON u.id = f.user_id
+              WHERE $1::bigint IS NULL OR h.id < $1
+              ORDER BY h.id DESC LIMIT $2",
+            &[&before, &limit],
+        )?
+        .iter()
+        .map(|r| HistoryLine {
+            id: r.get(0),
+            in_face_id: r.get(1),
+            similarity_method: r.get(2),
+            face_source_filter: r.get(3),
+            max_results: r.get(4),
+            status: r.get(5),
+            created_at: r.get(6),
+            finished_at: r.get(7),
+            items: r.get(8),
+            who: r.get(9),
+        })
+        .collect();
+    let total = client
+        .query_one("SELECT count(*) FROM histories", &[])?
+        .get(0);
+    Ok((lines, total))
+}
+
+/// The status of history `id`, if it exists.
+pub fn status(client: &mut Client, id: i64) -> Result<Option<String>> {
+    Ok(client
+        .query_opt("SELECT status FROM histories WHERE id = $1", &[&id])?
+        .map(|r| r.get(0)))
+}

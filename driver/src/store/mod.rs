@@ -2,7 +2,7 @@
 //! `driver/migrations/`), and one module per kind of row — [`histories`] (the state machine),
 //! [`datasets`] (dataset versions), [`faces`] (faces, photos, actors and users, face-id
 //! allocation), [`job_runs`] (what each run did), [`builds`] (dataset builds), [`windows`]
-//! (scheduled windows) — plus [`local`], the throwaway server of `facematch db start`.
+//! (scheduled windows), [`notify`] (LISTEN/NOTIFY) — plus [`local`], the throwaway server of `facematch db start`.
 //!
 //! Every SQL statement of the driver lives here; the rest of the driver calls these functions and
 //! never writes SQL of its own (ARCHITECTURE.md: Invariants).
@@ -13,6 +13,7 @@ pub mod faces;
 pub mod histories;
 pub mod job_runs;
 pub mod local;
+pub mod notify;
 pub mod tls;
 pub mod windows;
 

@@ -1,0 +1,78 @@
+//! LISTEN/NOTIFY: the channels the schema's triggers notify on (migration V7) and waiting on
+//! them. A notification arrives only once its transaction committed, so whoever hears a history
+//! end finds its items there.
+
+use anyhow::{Context, Result};
+use postgres::Client;
+use postgres::fallible_iterator::FallibleIterator;
+use std::time::{Duration, Instant};
+
+/// A history became PENDING (inserted or requeued); payload empty.
+pub const PENDING: &str = "facematch_pending";
+/// Every status change of a history; payload `{"id": …, "status": "…"}`.
+pub const HISTORY_STATUS: &str = "facematch_history_status";
+/// A history ended (FINISHED or ERROR); payload `{"id": …, "status": "…"}`.
+pub const HISTORY_DONE: &str = "facematch_history_done";
+/// A dataset version became current; payload `{"id": …, "name": "…", "version": …}`.
+pub const DATASET: &str = "facematch_dataset";
+
+/// One notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The channel.
+    pub channel: String,
+    /// Its payload.
+    pub payload: String,
+}
+
+/// A history's status change, as [`HISTORY_STATUS`] and [`HISTORY_DONE`] carry it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct StatusChange {
+    /// `histories.id`.
+    pub id: i64,
+    /// The new status.
+    pub status: String,
+}
+
+impl Notice {
+    /// The status change this notice carries, if it is one.
+    pub fn status_change(&self) -> Option<StatusChange> {
+        (self.channel == HISTORY_STATUS || self.channel == HISTORY_DONE)
+            .then(|| serde_json::from_str(&self.payload).ok())
+            .flatten()
+    }
+}
+
+/// Starts listening on `channels` on this connection.
+pub fn listen(client: &mut Client, channels: &[&str]) -> Result<()> {
+    let statements: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+    client
+        .batch_execute(&statements)
+        .with_context(|| format!("listening on {}", channels.join(", ")))
+}
+
+/// The notifications that arrive within `timeout` (returning as soon as one has, with every
+/// other already queued behind it); empty when none came.
+pub fn wait(client: &mut Client, timeout: Duration) -> Result<Vec<Notice>> {
+    let deadline = Instant::now() + timeout;
+    let mut notices = Vec::new();
+    let mut notifications = client.notifications();
+    let first = notifications
+        .timeout_iter(deadline.saturating_duration_since(Instant::now()))
+        .next()
+        .context("waiting for notifications")?;
+    if let Some(first) = first {
+        notices.push(first);
+        let mut queued = notifications.iter();
+        while let Some(more) = queued.next().context("reading notifications")? {
+            notices.push(more);
+        }
+    }
+    Ok(notices
+        .into_iter()
+        .map(|n| Notice {
+            channel: n.channel().to_string(),
+            payload: n.payload().to_string(),
+        })
+        .collect())
+}

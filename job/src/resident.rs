@@ -1,0 +1,138 @@
+//! A dataset version held in memory, so that a long-lived process (`facematch serve`,
+//! `facematch watch`) reads, verifies and decodes its shards once instead of on every pass.
+//!
+//! A batch run streams every shard from storage and checks its sha256 each time; for one search
+//! over a million faces that costs ten times the scoring. A [`ResidentDataset`] is loaded once —
+//! the same reads and the same checks as a streamed pass — and [`crate::dataflow::run_job_on`]
+//! scans it with the same kernel, so the results are those of a streamed pass, byte for byte.
+//! Versions share shards: [`ResidentDataset::load_after`] takes the shards a previous resident
+//! version already holds (same path and sha256) and reads only the new ones.
+
+use facematch_datasets::{DatasetError, Manifest, S3Options, ShardBatch, ShardReader, Storage};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The decoded batches of one shard.
+pub type ResidentShard = Arc<Vec<ShardBatch>>;
+
+/// One dataset version's shards, decoded and verified, in manifest order.
+pub struct ResidentDataset {
+    root_uri: String,
+    manifest: Manifest,
+    shards: Vec<ResidentShard>,
+}
+
+impl std::fmt::Debug for ResidentDataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidentDataset")
+            .field("root_uri", &self.root_uri)
+            .field("dataset", &self.manifest.dataset_ref().to_string())
+            .field("faces", &self.manifest.count)
+            .finish()
+    }
+}
+
+impl ResidentDataset {
+    /// Reads and verifies every shard of `manifest` under `root_uri`, on up to `threads` threads.
+    pub fn load(
+        root_uri: &str,
+        s3: &S3Options,
+        manifest: &Manifest,
+        threads: usize,
+    ) -> Result<ResidentDataset, DatasetError> {
+        ResidentDataset::load_after(None, root_uri, s3, manifest, threads)
+    }
+
+    /// [`ResidentDataset::load`], taking from `previous` the shards it already holds.
+    pub fn load_after(
+        previous: Option<&ResidentDataset>,
+        root_uri: &str,
+        s3: &S3Options,
+        manifest: &Manifest,
+        threads: usize,
+    ) -> Result<ResidentDataset, DatasetError> {
+        let known: HashMap<(&str, &str), &ResidentShard> = previous
+            .filter(|p| p.root_uri == root_uri && p.manifest.dim == manifest.dim)
+            .map(|p| {
+                p.manifest
+                    .shards
+                    .iter()
+                    .map(|s| (s.path.as_str(), s.sha256.as_str()))
+                    .zip(&p.shards)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut shards: Vec<Option<ResidentShard>> = manifest
+            .shards
+            .iter()
+            .map(|s| {
+                known
+                    .get(&(s.path.as_str(), s.sha256.as_str()))
+                    .map(|b| Arc::clone(b))
+            })
+            .collect();
+        let missing: Vec<usize> = (0..shards.len()).filter(|i| shards[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let storage = Storage::open(root_uri, s3)?;
+            let threads = threads.clamp(1, missing.len());
+            let loaded = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (storage, missing) = (&storage, &missing);
+                        scope.spawn(
+                            move || -> Result<Vec<(usize, ResidentShard)>, DatasetError> {
+                                missing
+                                    .iter()
+                                    .skip(t)
+                                    .step_by(threads)
+                                    .map(|&i| {
+                                        let info = &manifest.shards[i];
+                                        let reader =
+                                            ShardReader::fetch(storage, info, manifest.dim)?;
+                                        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+                                        Ok((i, Arc::new(batches)))
+                                    })
+                                    .collect()
+                            },
+                        )
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("a shard loader panicked"))
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            for (i, batches) in loaded.into_iter().flatten() {
+                shards[i] = Some(batches);
+            }
+        }
+        Ok(ResidentDataset {
+            root_uri: root_uri.to_string(),
+            manifest: manifest.clone(),
+            shards: shards
+                .into_iter()
+                .map(|s| s.expect("every shard loaded"))
+                .collect(),
+        })
+    }
+
+    /// Whether this is the version `manifest` describes, under `root_uri`.
+    pub fn holds(&self, root_uri: &str, manifest: &Manifest) -> bool {
+        self.root_uri == root_uri && self.manifest == *manifest
+    }
+
+    /// The version's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The decoded batches of shard `index` (manifest order).
+    pub fn shard(&self, index: usize) -> &[ShardBatch] {
+        &self.shards[index]
+    }
+
+    /// Bytes of encodings held.
+    pub fn encoding_bytes(&self) -> u64 {
+        self.manifest.count * self.manifest.dim as u64 * 4
+    }
+}

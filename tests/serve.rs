@@ -1,0 +1,593 @@
+//! `facematch serve` through its HTTP API, as an application uses it: a real server process
+//! over a dataset built from the face_recognition photos, a real Postgres and S3 server, every
+//! endpoint and its errors (each a JSON message, each leaving the database and the image store
+//! as they were), server-sent events following a search, the token and the bind address.
+
+mod common;
+
+use common::reference::{self, RefFace, RefQuery};
+use common::server::{Server, build_test_photos};
+use common::{TestEnv, test_photos};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, multipart};
+use serde_json::{Value, json};
+use sha2::Digest;
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+fn http() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn photo_form(name: &str, bytes: Vec<u8>) -> multipart::Form {
+    multipart::Form::new().part(
+        "photo",
+        multipart::Part::bytes(bytes).file_name(name.to_string()),
+    )
+}
+
+/// The photos, faces and stored files: what a failed upload must leave as it was.
+fn footprint(env: &TestEnv) -> (i64, i64, Vec<String>) {
+    let mut client = env.db.client();
+    let faces = client
+        .query_one("SELECT count(*) FROM faces", &[])
+        .unwrap()
+        .get(0);
+    let images = client
+        .query_one("SELECT count(*) FROM images", &[])
+        .unwrap()
+        .get(0);
+    let mut files: Vec<String> = walk(&env.path("image-store"));
+    files.sort();
+    (faces, images, files)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path.display().to_string()]
+            }
+        })
+        .collect()
+}
+
+/// Asserts a JSON error with `status` whose message contains `needle`.
+fn assert_error(response: reqwest::blocking::Response, status: StatusCode, needle: &str) {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().expect("errors are JSON");
+    let message = body["error"].as_str().expect("an error message");
+    assert!(
+        message.contains(needle),
+        "{message:?} does not say {needle:?}"
+    );
+}
+
+/// Polls `GET /api/searches/{id}` until it has ended.
+fn wait_finished(server: &Server, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view: Value = http()
+            .get(server.at(&format!("/api/searches/{id}")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if view["status"] == "FINISHED" || view["status"] == "ERROR" {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "search {id} never ended: {view}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The faces of the dataset version (an upload's faces are registered, not in a version).
+fn version_faces(env: &TestEnv) -> Vec<RefFace> {
+    env.db
+        .client()
+        .query(
+            "SELECT id, source, encoding FROM faces WHERE first_dataset_id IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| RefFace {
+            id: r.get(0),
+            source: r.get::<_, String>(1).chars().next().unwrap(),
+            encoding: r.get(2),
+        })
+        .collect()
+}
+
+/// A photo no dataset holds: obama.jpg mirrored (a JPEG under the 1 MB limit of the test).
+fn new_photo() -> Vec<u8> {
+    let original = image::open(test_photos().join("obama.jpg")).unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    original
+        .fliph()
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn the_api_answers_every_endpoint_and_says_what_was_wrong() {
+    let env = TestEnv::new();
+    build_test_photos(&env);
+    let server = Server::start(&env, &["--upload-limit-mb", "1"], &[]);
+    let client = http();
+
+    // Health and the OpenAPI document.
+    let health: Value = client
+        .get(server.at("/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["database"], "ok");
+    assert_eq!(health["dataset"], "photos@v1");
+    let doc: Value = client
+        .get(server.at("/api/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for path in [
+        "/api/photos",
+        "/api/searches/{id}/events",
+        "/api/stats",
+        "/health",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+
+    // A known photo answers with its faces, without encoding anything.
+    let obama2 = std::fs::read(test_photos().join("obama2.jpg")).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&obama2));
+    let before = footprint(&env);
+    let known = client
+        .post(server.at("/api/photos"))
+        .multipart(photo_form("obama2.jpg", obama2))
+        .send()
+        .unwrap();
+    assert_eq!(known.status(), StatusCode::OK);
+    let known: Value = known.json().unwrap();
+    assert_eq!(known["known"], true);
+    assert_eq!(known["sha256"], sha);
+    let faces = known["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0]["encoding"].as_array().unwrap().len(), 128);
+    assert_eq!(footprint(&env), before, "a known photo changed something");
+    let query_face = faces[0]["face_id"].as_i64().unwrap();
+
+    // A new photo: encoded, stored, registered; its encoding is `facematch encode`'s.
+    let photo = new_photo();
+    std::fs::write(env.path("mirrored.jpg"), &photo).unwrap();
+    let created = client
+        .post(server.at("/api/photos"))
+        .multipart(photo_form("mirrored.jpg", photo.clone()))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().unwrap();
+    assert_eq!(created["known"], false);
+    let encoded: Value = serde_json::from_str(&env.ok(&[
+        "--json",
+        "encode",
+        env.path("mirrored.jpg").to_str().unwrap(),
+    ]))
+    .unwrap();
+    let want = &encoded[0]["faces"][0]["encoding"];
+    let got = &created["faces"][0]["encoding"];
+    let (want, got): (Vec<f64>, Vec<f64>) = (
+        serde_json::from_value(want.clone()).unwrap(),
+        serde_json::from_value(got.clone()).unwrap(),
+    );
+    assert_eq!(want.len(), 128);
+    for (w, g) in want.iter().zip(&got) {
+        assert!((w - g).abs() < 1e-6, "upload encoding {g} vs encode's {w}");
+    }
+    let after_new = footprint(&env);
+    assert_eq!(after_new.0, before.0 + 1, "one new face");
+    assert_eq!(
+        after_new.2.len(),
+        before.2.len() + 1,
+        "the photo is kept in the image store"
+    );
+    // The same photo again is known: same face, nothing new.
+    let again: Value = client
+        .post(server.at("/api/photos"))
+        .multipart(photo_form("again.jpg", photo))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(again["known"], true);
+    assert_eq!(again["faces"][0]["face_id"], created["faces"][0]["face_id"]);
+    assert_eq!(footprint(&env), after_new);
+    let by_sha: Value = client
+        .get(server.at(&format!(
+            "/api/photos/{}",
+            created["sha256"].as_str().unwrap()
+        )))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(by_sha["faces"], created["faces"]);
+
+    // Bad uploads: each a clear JSON error, nothing stored.
+    let text = multipart::Form::new().text("user", "alice");
+    assert_error(
+        client
+            .post(server.at("/api/photos"))
+            .multipart(text)
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "`photo`",
+    );
+    assert_error(
+        client
+            .post(server.at("/api/photos"))
+            .multipart(photo_form("notes.jpg", b"not a photo at all".to_vec()))
+            .send()
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "notes.jpg",
+    );
+    let mut blank = std::io::Cursor::new(Vec::new());
+    image::RgbImage::new(200, 200)
+        .write_to(&mut blank, image::ImageFormat::Png)
+        .unwrap();
+    assert_error(
+        client
+            .post(server.at("/api/photos"))
+            .multipart(photo_form("blank.png", blank.into_inner()))
+            .send()
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no face",
+    );
+    let huge = vec![0xffu8; 2 * 1024 * 1024];
+    assert_error(
+        client
+            .post(server.at("/api/photos"))
+            .multipart(photo_form("huge.jpg", huge))
+            .send()
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload",
+    );
+    assert_eq!(footprint(&env), after_new, "a bad upload stored something");
+    assert_error(
+        client.get(server.at("/api/photos/abc")).send().unwrap(),
+        StatusCode::BAD_REQUEST,
+        "sha256",
+    );
+    assert_error(
+        client
+            .get(server.at(&format!("/api/photos/{}", "0".repeat(64))))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "sha256",
+    );
+
+    // A search: queued, answered by the engine, equal to the f64 reference.
+    let created = client
+        .post(server.at("/api/searches"))
+        .json(&json!({ "face_id": query_face, "method": "euclidean", "max_results": 6 }))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().unwrap();
+    let id = created["id"].as_i64().unwrap();
+    let view = wait_finished(&server, id);
+    assert_eq!(view["status"], "FINISHED", "{view}");
+    assert!(
+        view["run_params"]
+            .as_str()
+            .unwrap()
+            .contains("runner=resident:2"),
+        "{view}"
+    );
+    let faces = version_faces(&env);
+    let query = faces.iter().find(|f| f.id == query_face).unwrap();
+    let want = reference::top_n(
+        &faces,
+        &RefQuery {
+            method: "euclidean",
+            filter: "all",
+            max_results: 6,
+            exclude: Some(query_face),
+            max_distance: None,
+            encoding: query.encoding.clone(),
+        },
+    );
+    let got: Vec<(i64, f64)> = view["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["face_id"].as_i64().unwrap(), i["score"].as_f64().unwrap()))
+        .collect();
+    reference::assert_same(&got, &want, "the API's search");
+    let first = &view["items"][0];
+    assert!(first["match_percent"].as_f64().unwrap() > 0.0);
+    assert!(
+        first["image_uri"]
+            .as_str()
+            .unwrap()
+            .contains("face_recognition"),
+        "{first}"
+    );
+
+    // Search errors.
+    let post = |body: Value| {
+        client
+            .post(server.at("/api/searches"))
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    assert_error(
+        post(json!({ "face_id": 987654321 })),
+        StatusCode::NOT_FOUND,
+        "face 987654321",
+    );
+    assert_error(
+        post(json!({ "face_id": query_face, "max_results": 0 })),
+        StatusCode::BAD_REQUEST,
+        "max_results",
+    );
+    assert_error(
+        post(json!({ "face_id": query_face, "method": "manhattan" })),
+        StatusCode::BAD_REQUEST,
+        "manhattan",
+    );
+    assert_error(
+        post(json!({ "face_id": query_face, "colour": "red" })),
+        StatusCode::BAD_REQUEST,
+        "colour",
+    );
+    assert_error(
+        client
+            .post(server.at("/api/searches"))
+            .body("{")
+            .header("content-type", "application/json")
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "not a search request",
+    );
+    assert_error(
+        client.get(server.at("/api/searches/99999")).send().unwrap(),
+        StatusCode::NOT_FOUND,
+        "99999",
+    );
+    assert_error(
+        client.get(server.at("/api/searches/abc")).send().unwrap(),
+        StatusCode::BAD_REQUEST,
+        "abc",
+    );
+    assert_error(
+        client.get(server.at("/api/nothing-here")).send().unwrap(),
+        StatusCode::NOT_FOUND,
+        "/api/nothing-here",
+    );
+
+    // Stats: the database's counts and the version's mean encoding, in f64.
+    let stats: Value = client
+        .get(server.at("/api/stats"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["faces"], after_new.0);
+    assert_eq!(stats["dataset"], "photos@v1");
+    let version = version_faces(&env);
+    assert_eq!(stats["dataset_faces"], version.len());
+    let mean = stats["mean_encoding"].as_array().unwrap();
+    for (d, m) in mean.iter().enumerate() {
+        let want = version
+            .iter()
+            .map(|f| f64::from(f.encoding[d]))
+            .sum::<f64>()
+            / version.len() as f64;
+        assert!(
+            (m.as_f64().unwrap() - want).abs() < 1e-9,
+            "mean[{d}] {m} vs {want}"
+        );
+    }
+
+    // Crops by face id only: a JPEG of the face; a path never reaches the file system.
+    let crop = client
+        .get(server.at(&format!("/faces/{query_face}/crop")))
+        .send()
+        .unwrap();
+    assert_eq!(crop.status(), StatusCode::OK);
+    assert_eq!(crop.headers()["content-type"], "image/jpeg");
+    let crop = image::load_from_memory(&crop.bytes().unwrap()).unwrap();
+    assert_eq!((crop.width(), crop.height()), (160, 160));
+    for bad in [
+        "/faces/..%2F..%2Fetc%2Fpasswd/crop",
+        "/faces/1e3/crop",
+        "/photos/..%2F..%2Fetc%2Fpasswd/view",
+    ] {
+        let status = client.get(server.at(bad)).send().unwrap().status();
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+            "{bad}: {status}"
+        );
+    }
+
+    // The pages render.
+    for page in [
+        "/",
+        "/searches",
+        &format!("/searches/{id}"),
+        "/datasets",
+        &format!("/photos/{sha}"),
+    ] {
+        let response = client.get(server.at(page)).send().unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{page}");
+        assert!(response.text().unwrap().contains("</html>"), "{page}");
+    }
+    let missing = client.get(server.at("/no/such/page")).send().unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let status = server.stop();
+    assert!(status.success(), "serve exited with {status}");
+}
+
+/// Reads `status` events from an SSE stream until it ends.
+fn read_events(server: &Server, id: i64) -> Vec<String> {
+    let response = http()
+        .get(server.at(&format!("/api/searches/{id}/events")))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    BufReader::new(response)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| line.strip_prefix("data: ").map(str::to_string))
+        .map(|data| {
+            let event: Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(event["id"], id);
+            event["status"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn server_sent_events_follow_every_status_change() {
+    let env = TestEnv::new();
+    env.synth("events", [100, 5, 16, 2, 1], &[]);
+    // Each pass waits 1.5 s between scanning and writing: long enough to see RUNNING.
+    let server = Server::start(&env, &[], &[("FACEMATCH_FAULT", "pause-before-write:1500")]);
+    let submit = || -> i64 {
+        let created: Value = http()
+            .post(server.at("/api/searches"))
+            .json(&json!({ "face_id": 1 }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        created["id"].as_i64().unwrap()
+    };
+    let first = submit();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.history_states(&[first])[0].0 != "RUNNING" {
+        assert!(
+            Instant::now() < deadline,
+            "the first search was never claimed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Submitted while the engine is busy: PENDING until the next pass.
+    let second = submit();
+    assert_eq!(
+        read_events(&server, second),
+        ["PENDING", "RUNNING", "FINISHED"]
+    );
+    // A search that has ended: one event, then the stream closes.
+    assert_eq!(read_events(&server, first), ["FINISHED"]);
+    assert_error(
+        http()
+            .get(server.at("/api/searches/424242/events"))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "424242",
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn only_loopback_goes_without_a_token() {
+    let env = TestEnv::new();
+    env.synth("guarded", [10, 2, 16, 1, 1], &[]);
+    let open = env.run(&["serve", "--bind", "0.0.0.0:0"]);
+    assert!(!open.status.success());
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    assert!(
+        stderr.contains("--token") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
+
+    let server = Server::start(&env, &["--token", "s3cret"], &[]);
+    let client = http();
+    assert_error(
+        client.get(server.at("/api/stats")).send().unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "token",
+    );
+    assert_error(
+        client
+            .get(server.at("/api/stats"))
+            .bearer_auth("wrong")
+            .send()
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "token",
+    );
+    assert_eq!(
+        client.get(server.at("/")).send().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        client
+            .get(server.at("/api/stats"))
+            .bearer_auth("s3cret")
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The health check stays open (load balancers probe it).
+    assert_eq!(
+        client.get(server.at("/health")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    // A browser opens a page once with ?token=: the token moves into a cookie.
+    let no_redirects = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let opened = no_redirects
+        .get(server.at("/searches?token=s3cret"))
+        .send()
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::SEE_OTHER);
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("facematch_token=s3cret;") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let with_cookie = client
+        .get(server.at("/searches"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(with_cookie.status(), StatusCode::OK);
+    assert!(server.stop().success());
+}
