@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/facematch
 
-.PHONY: setup sample-photos demo test soak lint fmt build worker-binary worker-bundle throughput build-bench infra-check bench bench-pgvector clean-local
+.PHONY: setup sample-photos demo test soak lint fmt build worker-binary worker-bundle throughput build-bench bench-serve infra-check bench bench-pgvector clean-local
 
 ## setup: install system packages and tools the demo and tests need (idempotent)
 setup:
@@ -59,6 +59,10 @@ throughput: build
 ## build-bench: `dataset build` (1 worker, all cores) vs Python face_recognition on ~2,100 photos, peak RSS at 2,000 and 20,000 photos -> bench/BUILD_RESULTS.md
 build-bench: build
 	@scripts/build-bench.sh
+
+## bench-serve: a search through `facematch serve` over 1M faces in memory (one, and 100 at once) vs `facematch search` -> bench/SERVE_RESULTS.md
+bench-serve: build
+	@scripts/bench-serve.sh
 
 ## bench: release build; facematch kernel and end-to-end run vs numpy and FAISS on the same data -> bench/RESULTS.md
 bench: setup

@@ -2,7 +2,8 @@
 # The demo: a local PostgreSQL in .local/pg; a dataset built from the real sample photos that
 # `make setup` fetched (.local/photos: face_recognition's Obamas and Biden, insightface, face-api,
 # rustface, scikit-image, dlib's examples) by the timely build dataflow on 2 workers; then one Obama
-# photo as the query — the other Obama photos come back first — and the dataset's stats.
+# photo as the query — the other Obama photos come back first — the dataset's stats, and an HTML
+# report of the searches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fm=${CARGO_TARGET_DIR:-target}/debug/facematch
@@ -29,3 +30,8 @@ echo "== the same question, keeping only faces within dlib's match distance 0.6 
 echo
 echo "== stats"
 "$fm" stats --dataset photos
+
+echo
+echo "== a report of the two searches: one HTML file, crops inline, to open in a browser or mail around"
+"$fm" report --last 2 -o .local/demo-report.html
+echo "open $(pwd)/.local/demo-report.html (or run \`$fm serve\` and open http://127.0.0.1:8080)"

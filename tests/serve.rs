@@ -434,6 +434,130 @@ fn the_api_answers_every_endpoint_and_says_what_was_wrong() {
         );
     }
 
+    // A face imported as an encoding has no photo: its crop is a labelled placeholder.
+    let encoding: Vec<f32> = (0..128).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+    std::fs::write(
+        env.path("imported.jsonl"),
+        format!(
+            "{}\n",
+            json!({ "face_id": 5_000_000, "source": "U", "encoding": encoding })
+        ),
+    )
+    .unwrap();
+    env.ok(&[
+        "dataset",
+        "import",
+        env.path("imported.jsonl").to_str().unwrap(),
+        "--name",
+        "imported",
+        "--no-current",
+    ]);
+    let placeholder = client.get(server.at("/faces/5000000/crop")).send().unwrap();
+    assert_eq!(placeholder.status(), StatusCode::OK);
+    assert_eq!(placeholder.headers()["content-type"], "image/svg+xml");
+    let svg = placeholder.text().unwrap();
+    assert!(
+        svg.contains("face 5000000") && svg.contains("no photo"),
+        "{svg}"
+    );
+    assert_error(
+        client
+            .get(server.at("/faces/777777777/crop"))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "777777777",
+    );
+
+    // The report: one self-contained file, every crop inline.
+    let report = env.path("report.html");
+    let printed = env.ok(&["report", &id.to_string(), "-o", report.to_str().unwrap()]);
+    assert_eq!(printed.trim(), report.to_str().unwrap());
+    let html = std::fs::read_to_string(&report).unwrap();
+    let crops: Vec<&str> = html
+        .split("src=\"data:image/jpeg;base64,")
+        .skip(1)
+        .collect();
+    assert_eq!(crops.len(), 1 + 6, "the query's crop and six results");
+    assert!(
+        !html.contains("src=\"/") && !html.contains("href=\"/"),
+        "the report links to the server"
+    );
+    use base64::Engine;
+    let first = crops[0].split('"').next().unwrap();
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(first)
+        .unwrap();
+    let decoded = image::load_from_memory(&jpeg).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (160, 160));
+    let unknown = env.run(&[
+        "report",
+        "99999",
+        "-o",
+        env.path("none.html").to_str().unwrap(),
+    ]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("search 99999 does not exist"));
+    assert!(!env.path("none.html").exists());
+
+    // The search form with a group photo: the browser is sent to pick one of its faces.
+    let no_redirects = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let group =
+        std::fs::read(common::workspace().join(".local/photos/dlib_examples/bald_guys.jpg"))
+            .unwrap();
+    let form = photo_form("bald_guys.jpg", group)
+        .text("method", "cosine")
+        .text("max_results", "5");
+    let picked = no_redirects
+        .post(server.at("/search"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(picked.status(), StatusCode::SEE_OTHER);
+    let to = picked.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        to.starts_with("/photos/") && to.contains("max_results=5"),
+        "{to}"
+    );
+    let pick_page = client.get(server.at(&to)).send().unwrap().text().unwrap();
+    let boxes: Vec<&str> = pick_page
+        .split("name=\"face_id\" value=\"")
+        .skip(1)
+        .collect();
+    assert!(
+        boxes.len() >= 2,
+        "a group photo shows its faces to pick from:\n{pick_page}"
+    );
+    let chosen = boxes[1].split('"').next().unwrap().to_string();
+    let form = multipart::Form::new()
+        .text("face_id", chosen)
+        .text("max_results", "5");
+    let started = no_redirects
+        .post(server.at("/search"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    let to = started.headers()["location"].to_str().unwrap().to_string();
+    let picked_id: i64 = to.strip_prefix("/searches/").unwrap().parse().unwrap();
+    assert_eq!(
+        wait_finished(&server, picked_id)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    let empty = no_redirects
+        .post(server.at("/search"))
+        .multipart(multipart::Form::new().text("method", "cosine"))
+        .send()
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    assert!(empty.text().unwrap().contains("choose a photo"));
+
     // The pages render.
     for page in [
         "/",

@@ -10,8 +10,11 @@ use std::path::PathBuf;
 #[cfg_attr(not(feature = "web"), allow(dead_code))]
 pub struct ReportArgs {
     /// The searches (history ids) to put in the report.
-    #[arg(required = true, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(required_unless_present = "last", value_parser = clap::value_parser!(i64).range(1..))]
     histories: Vec<i64>,
+    /// Report the newest N searches instead (newest last).
+    #[arg(long, conflicts_with = "histories", value_parser = clap::value_parser!(i64).range(1..=1000))]
+    last: Option<i64>,
     /// The HTML file to write.
     #[arg(long, short, default_value = "report.html")]
     output: PathBuf,
@@ -25,8 +28,18 @@ pub struct ReportArgs {
 #[cfg(feature = "web")]
 pub fn exec(args: ReportArgs) -> Result<()> {
     use anyhow::Context;
-    let html =
-        crate::web::report::render(&mut args.db.reader()?, &args.histories, &args.s3.options())?;
+    let mut client = args.db.reader()?;
+    let ids = match args.last {
+        Some(n) => {
+            let (newest, _) = crate::store::histories::page(&mut client, None, n)?;
+            newest.iter().rev().map(|h| h.id).collect()
+        }
+        None => args.histories,
+    };
+    if ids.is_empty() {
+        anyhow::bail!("there is no search to report yet: run one first");
+    }
+    let html = crate::web::report::render(&mut client, &ids, &args.s3.options())?;
     // Written beside its place and renamed: a reader never sees half a report.
     let partial = args.output.with_extension("html.partial");
     std::fs::write(&partial, html).with_context(|| format!("writing {}", partial.display()))?;

@@ -311,22 +311,34 @@ pub struct Upload {
     pub owner: Owner,
 }
 
-/// Reads a multipart form with a file field `photo` and an optional `user`.
+/// Reads a multipart form with a file field `photo` and an optional `user`. A photo larger than
+/// `limit` bytes is a 413 — but only once the whole request has been read, so that the client,
+/// still sending, gets the answer instead of a reset connection.
 pub async fn read_upload(
     multipart: &mut Multipart,
+    limit: usize,
 ) -> Result<(Option<Upload>, Vec<(String, String)>), ApiError> {
     let mut photo = None;
     let mut user = None;
     let mut fields = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(upload_error)? {
+    let mut too_large = false;
+    while let Some(mut field) = multipart.next_field().await.map_err(upload_error)? {
         let name = field.name().unwrap_or_default().to_string();
         if name == "photo" {
             let file_name = field.file_name().unwrap_or("upload").to_string();
-            let bytes = field.bytes().await.map_err(upload_error)?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(upload_error)? {
+                if too_large || bytes.len() + chunk.len() > limit {
+                    too_large = true;
+                    bytes = Vec::new();
+                } else {
+                    bytes.extend_from_slice(&chunk);
+                }
+            }
             if !bytes.is_empty() {
                 photo = Some(PhotoSource::Upload {
                     name: file_name,
-                    bytes: bytes.to_vec(),
+                    bytes,
                 });
             }
         } else {
@@ -337,6 +349,16 @@ pub async fn read_upload(
                 fields.push((name, text));
             }
         }
+    }
+    if too_large {
+        return Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "the upload is larger than this server's limit of {} MB (--upload-limit-mb); \
+                 nothing was stored",
+                limit / (1024 * 1024)
+            ),
+        });
     }
     let owner = user.map_or(Owner::Anonymous, Owner::User);
     Ok((photo.map(|photo| Upload { photo, owner }), fields))
@@ -427,7 +449,7 @@ async fn upload_photo(
     State(state): State<Arc<AppState>>,
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
-    let (upload, _) = read_upload(&mut multipart).await?;
+    let (upload, _) = read_upload(&mut multipart, state.options.upload_limit).await?;
     let upload = upload.ok_or_else(|| {
         ApiError::bad_request("no photo: send the file in a multipart field named `photo`")
     })?;

@@ -285,7 +285,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The application: every route, the token check and the upload limit.
 pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.options.upload_limit;
+    // Uploads past the limit are read to their end and refused (`api::read_upload`); a
+    // request twice as large, plus room for the form, is cut off unread.
+    let limit = state
+        .options
+        .upload_limit
+        .saturating_mul(2)
+        .saturating_add(1 << 20);
     Router::new()
         .merge(api::routes())
         .merge(pages::routes())

@@ -181,7 +181,8 @@ async fn index(State(state): State<Arc<AppState>>) -> Response {
 
 /// The form: a face id, or a photo (one face: searched at once; several: picked on its page).
 async fn start_search(State(state): State<Arc<AppState>>, mut multipart: Multipart) -> Response {
-    let (upload, fields) = match api::read_upload(&mut multipart).await {
+    let (upload, fields) = match api::read_upload(&mut multipart, state.options.upload_limit).await
+    {
         Ok(read) => read,
         Err(e) => return error_page(&state, e),
     };

@@ -83,7 +83,8 @@ pub fn render(client: &mut postgres::Client, ids: &[i64], s3: &S3Options) -> Res
     )
 }
 
-/// A face's crop as a `data:` URI (the placeholder's SVG for a face without a photo).
+/// A face's crop as a `data:` URI (the placeholder's SVG for a face without a photo). The
+/// template writes it unescaped: it is a fixed prefix and base64, nothing a user wrote.
 fn data_uri(crops: &Crops, card: &FaceCard, s3: &S3Options) -> Result<String> {
     let engine = base64::engine::general_purpose::STANDARD;
     Ok(match crops.crop(card, s3)? {

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `make bench-serve`: how long a search takes to reach FINISHED through `facematch serve`'s API
+# over 1M × 128-d faces held in memory, one at a time and 100 submitted at once, against
+# `facematch search --face` (a batch run that reads and verifies every shard) measured in the
+# same run. Own server in .local/pg-bench-serve; the dataset is made once in
+# .local/bench-serve. Writes bench/SERVE_RESULTS.md. Usage: scripts/bench-serve.sh [BIN]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-${CARGO_TARGET_DIR:-target}/debug/facematch}
+workers=${BENCH_WORKERS:-2}
+singles=${BENCH_SINGLES:-30}
+burst=${BENCH_BURST:-100}
+export FACEMATCH_PG_DIR=$PWD/.local/pg-bench-serve
+export DATABASE_URL=$("$bin" db start)
+export FACEMATCH_DATASET_ROOT=$PWD/.local/bench-serve/datasets
+unset FACEMATCH_DATASET
+if ! "$bin" dataset show million@v1 >/dev/null 2>&1; then
+  echo "bench-serve: making 1,000,000 × 128-d faces (once)"
+  "$bin" dataset synth --name million --identities 100000 --per-identity 10 --dim 128 \
+    --shards 16 --seed 1
+fi
+read -r first count < <(psql -qtA -F' ' "$DATABASE_URL" -c \
+  "SELECT min(f.id), d.face_count FROM faces f JOIN datasets d ON f.first_dataset_id = d.id
+    WHERE d.name = 'million' AND d.version = 1 GROUP BY d.face_count")
+
+echo "bench-serve: facematch search --face (batch run), 5 times"
+search_ms=()
+for i in 0 1 2 3 4; do
+  start=$(date +%s%N)
+  "$bin" search --face $((first + i * 7919 % count)) --max-results 10 -w "$workers" >/dev/null
+  search_ms+=($(( ($(date +%s%N) - start) / 1000000 )))
+done
+search_p50=$(printf '%s\n' "${search_ms[@]}" | sort -n | sed -n 3p)
+
+echo "bench-serve: facematch serve -w $workers"
+log=$(mktemp)
+"$bin" serve --bind 127.0.0.1:0 -w "$workers" >"$log" 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true; wait $serve_pid 2>/dev/null || true; rm -f "$log"' EXIT
+load_start=$(date +%s%N)
+for _ in $(seq 600); do
+  url=$(sed -n 's/^listening on //p' "$log")
+  [ -n "$url" ] && break
+  kill -0 $serve_pid 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "bench-serve: serve did not start" >&2; cat "$log" >&2; exit 1; }
+ready_ms=$(( ($(date +%s%N) - load_start) / 1000000 ))
+rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
+result=$(python3 bench/serve_bench.py "$url" "$first" "$count" "$singles" "$burst")
+rss_after_kb=$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)
+runs=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM job_runs WHERE runner LIKE 'resident:%'")
+
+field() { python3 -c "import json,sys; print(round(json.loads(sys.argv[1])[sys.argv[2]], 1))" "$result" "$1"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+single_p50=$(field single_p50_ms)
+single_p95=$(field single_p95_ms)
+burst_all=$(field burst_all_finished_ms)
+burst_p50=$(field burst_p50_ms)
+burst_p95=$(field burst_p95_ms)
+cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
+{
+  echo "# make bench-serve"
+  echo
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $cpu, $(nproc) logical CPUs; dev profile (the kernel at opt-level 3)."
+  echo "1,000,000 × 128-d faces (16 shards on a local folder), top-10 cosine, $workers worker threads."
+  echo "A search is timed from its \`POST /api/searches\` until its event stream says FINISHED."
+  echo
+  echo "| what | p50 ms | p95 ms | × \`facematch search\` |"
+  echo "|---|---:|---:|---:|"
+  echo "| \`facematch search --face\` (batch run: reads and verifies every shard) | $search_p50 | $(printf '%s\n' "${search_ms[@]}" | sort -n | tail -1) | 1.00 |"
+  echo "| one search through the API ($singles in a row) | $single_p50 | $single_p95 | $(ratio "$single_p50" "$search_p50") |"
+  echo "| $burst searches submitted at once, each | $burst_p50 | $burst_p95 | $(ratio "$burst_p50" "$search_p50") |"
+  echo
+  echo "All $burst of the burst FINISHED ${burst_all} ms after the first was submitted: $(ratio "$burst_all" "$single_p50")× one search's p50."
+  echo "The engine ran $runs passes in all (the burst needs a few: arrivals during a pass go into the next)."
+  echo "serve's RSS with the dataset in memory: $((rss_kb / 1024)) MB at start, peak $((rss_after_kb / 1024)) MB."
+} | tee bench/SERVE_RESULTS.md
