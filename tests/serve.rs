@@ -92,20 +92,7 @@ fn wait_finished(server: &Server, id: i64) -> Value {
 
 /// The faces of the dataset version (an upload's faces are registered, not in a version).
 fn version_faces(env: &TestEnv) -> Vec<RefFace> {
-    env.db
-        .client()
-        .query(
-            "SELECT id, source, encoding FROM faces WHERE first_dataset_id IS NOT NULL ORDER BY id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| RefFace {
-            id: r.get(0),
-            source: r.get::<_, String>(1).chars().next().unwrap(),
-            encoding: r.get(2),
-        })
-        .collect()
+    env.ref_faces("WHERE f.first_dataset_id IS NOT NULL ORDER BY f.id", &[])
 }
 
 /// A photo no dataset holds: obama.jpg mirrored (a JPEG under the 1 MB limit of the test).

@@ -16,21 +16,10 @@ use std::time::{Duration, Instant};
 
 /// The faces `dataset synth` registered for version `version` of `live`, for the reference.
 fn faces_of(env: &TestEnv, version: i32) -> Vec<RefFace> {
-    env.db
-        .client()
-        .query(
-            "SELECT f.id, f.source, f.encoding FROM faces f JOIN datasets d ON d.id = f.first_dataset_id
-              WHERE d.name = 'live' AND d.version = $1 ORDER BY f.id",
-            &[&version],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| RefFace {
-            id: r.get(0),
-            source: r.get::<_, String>(1).chars().next().unwrap(),
-            encoding: r.get(2),
-        })
-        .collect()
+    env.ref_faces(
+        "JOIN datasets d ON d.id = f.first_dataset_id WHERE d.name = 'live' AND d.version = $1 ORDER BY f.id",
+        &[&version],
+    )
 }
 
 /// The watcher, killed if the test ends without stopping it.

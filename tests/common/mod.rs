@@ -626,6 +626,29 @@ impl TestEnv {
             .collect()
     }
 
+    /// The faces `SELECT id, source, encoding FROM faces f …` returns (`tail` is the rest of the
+    /// statement: joins, conditions, order), for the reference.
+    pub fn ref_faces(
+        &self,
+        tail: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Vec<reference::RefFace> {
+        self.db
+            .client()
+            .query(
+                &format!("SELECT f.id, f.source, f.encoding FROM faces f {tail}"),
+                params,
+            )
+            .unwrap()
+            .iter()
+            .map(|r| reference::RefFace {
+                id: r.get(0),
+                source: r.get::<_, String>(1).chars().next().unwrap(),
+                encoding: r.get(2),
+            })
+            .collect()
+    }
+
     /// A path in the scratch folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.scratch.path().join(name)

@@ -45,42 +45,44 @@ pub struct Stats {
 /// `previous` with the database's counts read again (the mean is the dataset version's, which
 /// never changes).
 pub fn recount(client: &mut Client, previous: &Stats) -> Result<Stats> {
-    let counts = faces::counts(client)?;
-    Ok(Stats {
-        faces: counts.faces,
-        images: counts.images,
-        sources: source_stats(counts.sources),
-        actors: counts.actors,
-        users: counts.users,
-        histories: histories::status_counts(client)?,
-        ..previous.clone()
-    })
-}
-
-fn source_stats(sources: Vec<(String, i64, i64)>) -> Vec<SourceStats> {
-    sources
-        .into_iter()
-        .map(|(source, faces, images)| SourceStats {
-            source,
-            faces,
-            images,
-        })
-        .collect()
+    counted(
+        client,
+        previous.dataset.clone(),
+        previous.dataset_faces,
+        previous.mean_encoding.clone(),
+    )
 }
 
 /// Counts from the database and the mean over `dataset`'s shards.
 pub fn collect(client: &mut Client, dataset: &DatasetRow, s3: &S3Options) -> Result<Stats> {
-    let counts = faces::counts(client)?;
-    let histories = histories::status_counts(client)?;
     let (dataset_faces, mean_encoding) = mean_encoding(dataset, s3)?;
+    counted(client, dataset.label(), dataset_faces, mean_encoding)
+}
+
+/// The database's counts beside a version's mean.
+fn counted(
+    client: &mut Client,
+    dataset: String,
+    dataset_faces: u64,
+    mean_encoding: Vec<f64>,
+) -> Result<Stats> {
+    let counts = faces::counts(client)?;
     Ok(Stats {
         faces: counts.faces,
         images: counts.images,
-        sources: source_stats(counts.sources),
+        sources: counts
+            .sources
+            .into_iter()
+            .map(|(source, faces, images)| SourceStats {
+                source,
+                faces,
+                images,
+            })
+            .collect(),
         actors: counts.actors,
         users: counts.users,
-        histories,
-        dataset: dataset.label(),
+        histories: histories::status_counts(client)?,
+        dataset,
         dataset_faces,
         mean_encoding,
     })
