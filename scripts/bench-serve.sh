@@ -32,6 +32,7 @@ for i in 0 1 2 3 4; do
 done
 search_p50=$(printf '%s\n' "${search_ms[@]}" | sort -n | sed -n 3p)
 
+runs_before=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM job_runs WHERE runner LIKE 'resident:%'")
 echo "bench-serve: facematch serve -w $workers"
 log=$(mktemp)
 "$bin" serve --bind 127.0.0.1:0 -w "$workers" >"$log" 2>&1 &
@@ -46,10 +47,12 @@ for _ in $(seq 600); do
 done
 [ -n "$url" ] || { echo "bench-serve: serve did not start" >&2; cat "$log" >&2; exit 1; }
 ready_ms=$(( ($(date +%s%N) - load_start) / 1000000 ))
-rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
 result=$(python3 bench/serve_bench.py "$url" "$first" "$count" "$singles" "$burst")
-rss_after_kb=$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)
-runs=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM job_runs WHERE runner LIKE 'resident:%'")
+rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
+hwm_kb=$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)
+runs=$(( $(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM job_runs WHERE runner LIKE 'resident:%'") - runs_before ))
+burst_passes=$(psql -qtA "$DATABASE_URL" -c "SELECT string_agg(histories || ' in ' || scan_ms || ' ms', ', ' ORDER BY id)
+  FROM (SELECT * FROM job_runs WHERE runner LIKE 'resident:%' ORDER BY id DESC LIMIT $(( runs - singles - 1 ))) r")
 
 field() { python3 -c "import json,sys; print(round(json.loads(sys.argv[1])[sys.argv[2]], 1))" "$result" "$1"; }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
@@ -73,6 +76,6 @@ cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
   echo "| $burst searches submitted at once, each | $burst_p50 | $burst_p95 | $(ratio "$burst_p50" "$search_p50") |"
   echo
   echo "All $burst of the burst FINISHED ${burst_all} ms after the first was submitted: $(ratio "$burst_all" "$single_p50")× one search's p50."
-  echo "The engine ran $runs passes in all (the burst needs a few: arrivals during a pass go into the next)."
-  echo "serve's RSS with the dataset in memory: $((rss_kb / 1024)) MB at start, peak $((rss_after_kb / 1024)) MB."
+  echo "The engine ran $runs passes: one per single search (and the warm-up), and for the burst $(( runs - singles - 1 )) (histories in scan time: $burst_passes); arrivals during a pass go into the next."
+  echo "serve's RSS after the run, the dataset in memory: $((rss_kb / 1024)) MB (peak $((hwm_kb / 1024)) MB)."
 } | tee bench/SERVE_RESULTS.md

@@ -630,7 +630,48 @@ fn server_sent_events_follow_every_status_change() {
         StatusCode::NOT_FOUND,
         "424242",
     );
+    // SIGTERM while a page follows a search still PENDING: the pass under way is written,
+    // the stream ends, the server exits.
+    let third = submit();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.history_states(&[third])[0].0 != "RUNNING" {
+        assert!(
+            Instant::now() < deadline,
+            "the third search was never claimed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let waiting = submit();
+    let follower = {
+        let url = server.at(&format!("/api/searches/{waiting}/events"));
+        std::thread::spawn(move || {
+            let response = http().get(url).send().unwrap();
+            BufReader::new(response)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.starts_with("data: "))
+                .count()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
     assert!(server.stop().success());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "serve took {:?} to stop",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        follower.join().unwrap(),
+        1,
+        "the stream ended after the PENDING event"
+    );
+    let states = env.history_states(&[third, waiting]);
+    assert_eq!(
+        (states[0].0.as_str(), states[1].0.as_str()),
+        ("FINISHED", "PENDING"),
+        "{states:?}"
+    );
 }
 
 #[test]

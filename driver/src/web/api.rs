@@ -621,6 +621,9 @@ pub fn match_percent(score: f64) -> f64 {
     (score.clamp(0.0, 1.0) * 1000.0).round() / 10.0
 }
 
+/// How often an event stream waiting for a change looks whether the server is stopping.
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Server-sent events: the search's status now, then each change, ending after FINISHED or
 /// ERROR.
 #[utoipa::path(get, path = "/api/searches/{id}/events", params(("id" = i64, Path, description = "the history's id")), responses(
@@ -648,11 +651,18 @@ async fn search_events(
             let change = match pending {
                 Some(change) => change,
                 None => loop {
-                    match changes.recv().await {
-                        Ok(change) if change.id == id => break change,
-                        Ok(_) => continue,
-                        // Fell behind the hub: say nothing was lost by ending; the page reloads.
-                        Err(_) => return None,
+                    // A server asked to stop ends its streams (the browser reconnects to the
+                    // next one): graceful shutdown waits for every open connection.
+                    if crate::signals::stop_requested() {
+                        return None;
+                    }
+                    match tokio::time::timeout(STOP_CHECK, changes.recv()).await {
+                        Err(_) => continue,
+                        Ok(Ok(change)) if change.id == id => break change,
+                        Ok(Ok(_)) => continue,
+                        // Fell behind the hub: end, and the client's reconnection reads the
+                        // status afresh.
+                        Ok(Err(_)) => return None,
                     }
                 },
             };
