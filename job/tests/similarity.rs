@@ -411,6 +411,94 @@ fn dataflow_equals_the_reference_for_any_worker_count() {
     }
 }
 
+/// The dataset held in memory (`serve`, `watch`) answers as a streamed pass does, byte for
+/// byte, for any worker count; a next version reuses the shards it shares; a job for another
+/// version is refused.
+#[test]
+fn a_resident_dataset_answers_as_a_streamed_pass() {
+    use facematch_job::dataflow::run_job_on;
+    use facematch_job::resident::ResidentDataset;
+    let dim = 24;
+    let faces = clustered(3000, dim);
+    let queries: Vec<Query> = (0..40)
+        .map(|h| {
+            let source = &faces[h * 71];
+            let method = if h % 2 == 0 {
+                Method::Cosine
+            } else {
+                Method::Euclidean
+            };
+            Query {
+                history_id: 1 + h as i64,
+                encoding: source.encoding.clone(),
+                method,
+                filter: [SourceFilter::All, SourceFilter::Actor, SourceFilter::User][h % 3],
+                max_results: [1, 10, 100][h % 3],
+                exclude_self: (h % 5 != 0).then_some(source.face_id),
+                max_distance: (h % 7 == 0).then_some(0.8),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dataset_spec(dir.path(), &faces, dim, 350, queries.clone());
+    let resident =
+        Arc::new(ResidentDataset::load(&spec.root_uri, &spec.s3, &spec.manifest, 2).unwrap());
+    assert_eq!(resident.encoding_bytes(), 3000 * dim as u64 * 4);
+    let bits = |out: &facematch_job::JobOutput| -> Vec<(i64, Vec<(i64, u8, u64)>)> {
+        out.results
+            .iter()
+            .map(|(h, ms)| {
+                (
+                    *h,
+                    ms.iter()
+                        .map(|m| (m.face_id, m.source, m.score.to_bits()))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    // Both the row path (a few queries) and the tile path (many).
+    for take in [3, queries.len()] {
+        let spec = Arc::new(JobSpec {
+            queries: queries[..take].to_vec(),
+            ..spec.clone()
+        });
+        let streamed = run_job(spec.clone(), timely::Config::process(1))
+            .unwrap()
+            .unwrap();
+        for workers in [1, 2, 3] {
+            let held = run_job_on(spec.clone(), resident.clone(), workers)
+                .unwrap()
+                .unwrap();
+            assert_eq!(held.faces_scanned, 3000);
+            assert_eq!(
+                bits(&held),
+                bits(&streamed),
+                "{take} queries, {workers} workers"
+            );
+        }
+    }
+    // Another version under the same root: its own shard is read, the shared ones are reused.
+    let mut next = spec.manifest.clone();
+    next.version = 2;
+    next.shards.truncate(4);
+    let reused =
+        ResidentDataset::load_after(Some(&resident), &spec.root_uri, &spec.s3, &next, 2).unwrap();
+    assert!(reused.holds(&spec.root_uri, &next) && !reused.holds(&spec.root_uri, &spec.manifest));
+    assert!(
+        std::ptr::eq(reused.shard(0).as_ptr(), resident.shard(0).as_ptr()),
+        "shard 0 was read again"
+    );
+    let other = Arc::new(JobSpec {
+        manifest: next,
+        ..spec.clone()
+    });
+    let refused = run_job_on(other, resident.clone(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("resident dataset is t@v1"), "{refused}");
+}
+
 #[test]
 fn dataflow_fails_naming_a_missing_or_corrupt_shard() {
     let dim = 8;
