@@ -444,7 +444,9 @@ fn a_resident_dataset_answers_as_a_streamed_pass() {
     let resident =
         Arc::new(ResidentDataset::load(&spec.root_uri, &spec.s3, &spec.manifest, 2).unwrap());
     assert_eq!(resident.encoding_bytes(), 3000 * dim as u64 * 4);
-    let bits = |out: &facematch_job::JobOutput| -> Vec<(i64, Vec<(i64, u8, u64)>)> {
+    /// Each history's matches as (face, source, score bits): equal means byte-identical.
+    type Bits = Vec<(i64, Vec<(i64, u8, u64)>)>;
+    let bits = |out: &facematch_job::JobOutput| -> Bits {
         out.results
             .iter()
             .map(|(h, ms)| {
