@@ -376,6 +376,21 @@ fn the_api_answers_every_endpoint_and_says_what_was_wrong() {
         "/api/nothing-here",
     );
 
+    // A method an endpoint does not take is a JSON error too.
+    assert_error(
+        client.get(server.at("/api/searches")).send().unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "GET",
+    );
+    assert_error(
+        client
+            .delete(server.at(&format!("/api/searches/{id}")))
+            .send()
+            .unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "DELETE",
+    );
+
     // Stats: the database's counts and the version's mean encoding, in f64.
     let stats: Value = client
         .get(server.at("/api/stats"))

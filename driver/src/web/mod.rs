@@ -295,9 +295,31 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(pages::routes())
+        // After the merge: it applies to the routes that exist when it is called.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// A known path asked with a method it does not take: JSON for the API, a page otherwise.
+async fn method_not_allowed(
+    State(state): State<Arc<AppState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    let error = ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!(
+            "{} does not take {method} (see /api/openapi.json)",
+            uri.path()
+        ),
+    };
+    if uri.path().starts_with("/api/") || uri.path() == "/health" {
+        error.into_response()
+    } else {
+        pages::error_page(&state, error)
+    }
 }
 
 /// Serves until SIGTERM or SIGINT: the engine thread, the status hub and the HTTP server.

@@ -47,7 +47,7 @@ fn page(state: &AppState, name: &str, context: impl Serialize) -> Response {
 }
 
 /// The error page, with the error's status.
-fn error_page(state: &AppState, error: ApiError) -> Response {
+pub(super) fn error_page(state: &AppState, error: ApiError) -> Response {
     let html = state
         .templates
         .render(
