@@ -43,7 +43,8 @@ pub fn watch(
     stop: &dyn Fn() -> bool,
     report: &mut dyn FnMut(WatchEvent<'_>),
 ) -> Result<()> {
-    let mut listener = Listener::connect(database_url)?;
+    let mut listener =
+        notify::Listener::connect(database_url, &[notify::PENDING, notify::DATASET])?;
     let mut client = store::connect_checked(database_url, Access::Write)?;
     let dataset = prepare_current(&mut client, runner, options).unwrap_or_else(|e| {
         report(WatchEvent::Failed(&e));
@@ -67,7 +68,7 @@ pub fn watch(
                 }
             }
         }
-        match listener.wait(poll, stop) {
+        match wait(&mut listener, poll, stop) {
             Ok(woken) => dataset_changed = woken.dataset_changed,
             Err(e) => report(WatchEvent::Failed(&e)),
         }
@@ -111,12 +112,6 @@ fn prepare_current(
     Ok(Some(dataset.label()))
 }
 
-/// The listening connection, made again when the database goes away.
-struct Listener {
-    database_url: String,
-    client: Option<postgres::Client>,
-}
-
 /// Why the loop woke.
 #[derive(Debug, Default)]
 struct Woken {
@@ -124,50 +119,28 @@ struct Woken {
     dataset_changed: bool,
 }
 
-impl Listener {
-    fn connect(database_url: &str) -> Result<Listener> {
-        let mut listener = Listener {
-            database_url: database_url.to_string(),
-            client: None,
-        };
-        listener.ensure()?;
-        Ok(listener)
-    }
-
-    /// A listening connection, made now if the last one was lost.
-    fn ensure(&mut self) -> Result<&mut postgres::Client> {
-        if self.client.as_ref().is_none_or(postgres::Client::is_closed) {
-            let mut client = store::connect(&self.database_url)?;
-            notify::listen(&mut client, &[notify::PENDING, notify::DATASET])?;
-            self.client = Some(client);
-        }
-        Ok(self.client.as_mut().expect("connected above"))
-    }
-
-    /// Waits up to `poll` for a notification, in short slices so that `stop` is heard within a
-    /// fraction of a second. A lost connection is made again; the pass it caused runs anyway
-    /// (anything may have arrived while it was down).
-    fn wait(&mut self, poll: Duration, stop: &dyn Fn() -> bool) -> Result<Woken> {
-        const SLICE: Duration = Duration::from_millis(200);
-        let mut waited = Duration::ZERO;
-        while waited < poll && !stop() {
-            let slice = SLICE.min(poll - waited);
-            let notices = match self.ensure().and_then(|client| notify::wait(client, slice)) {
-                Ok(notices) => notices,
-                Err(e) => {
-                    // Waited out, so a database that is gone is not asked again at once.
-                    self.client = None;
-                    std::thread::sleep(poll - waited);
-                    return Err(e.context("the listening connection was lost"));
-                }
-            };
-            if !notices.is_empty() {
-                return Ok(Woken {
-                    dataset_changed: notices.iter().any(|n| n.channel == notify::DATASET),
-                });
+/// Waits up to `poll` for a notification, in short slices so that `stop` is heard within a
+/// fraction of a second. After a lost connection it waits the poll out (a database that is gone
+/// is not asked again at once) and the loop's next pass runs anyway: anything may have arrived
+/// while it was down.
+fn wait(listener: &mut notify::Listener, poll: Duration, stop: &dyn Fn() -> bool) -> Result<Woken> {
+    const SLICE: Duration = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
+    while waited < poll && !stop() {
+        let slice = SLICE.min(poll - waited);
+        let notices = match listener.wait(slice) {
+            Ok(notices) => notices,
+            Err(e) => {
+                std::thread::sleep(poll - waited);
+                return Err(e.context("the listening connection was lost"));
             }
-            waited += slice;
+        };
+        if !notices.is_empty() {
+            return Ok(Woken {
+                dataset_changed: notices.iter().any(|n| n.channel == notify::DATASET),
+            });
         }
-        Ok(Woken::default())
+        waited += slice;
     }
+    Ok(Woken::default())
 }

@@ -22,19 +22,6 @@ pub struct ResidentRunner {
     loaded: Mutex<Option<Arc<ResidentDataset>>>,
 }
 
-/// What loading a version took.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Loaded {
-    /// `name@vN`.
-    pub dataset: String,
-    /// Faces held.
-    pub faces: u64,
-    /// Bytes of encodings held.
-    pub bytes: u64,
-    /// How long loading took.
-    pub elapsed: Duration,
-}
-
 impl ResidentRunner {
     /// A runner with `workers` threads reaching S3 with `s3`; nothing loaded yet.
     pub fn new(workers: usize, s3: S3Options) -> ResidentRunner {
@@ -46,17 +33,13 @@ impl ResidentRunner {
     }
 
     /// The version `manifest` under `root_uri`, loaded now unless it is held already.
-    pub fn load(
-        &self,
-        root_uri: &str,
-        manifest: &Manifest,
-    ) -> Result<(Arc<ResidentDataset>, Option<Loaded>)> {
+    pub fn load(&self, root_uri: &str, manifest: &Manifest) -> Result<Arc<ResidentDataset>> {
         let mut loaded = self
             .loaded
             .lock()
             .map_err(|_| anyhow!("resident dataset lock poisoned"))?;
         if let Some(held) = loaded.as_ref().filter(|d| d.holds(root_uri, manifest)) {
-            return Ok((held.clone(), None));
+            return Ok(held.clone());
         }
         let started = Instant::now();
         let fresh = ResidentDataset::load_after(
@@ -68,20 +51,15 @@ impl ResidentRunner {
         )
         .map_err(|e| load_error(e, manifest))?;
         let fresh = Arc::new(fresh);
-        let report = Loaded {
-            dataset: manifest.dataset_ref().to_string(),
-            faces: manifest.count,
-            bytes: fresh.encoding_bytes(),
-            elapsed: started.elapsed(),
-        };
         tracing::info!(
-            dataset = %report.dataset,
-            faces = report.faces,
-            ms = report.elapsed.as_millis() as u64,
+            dataset = %manifest.dataset_ref(),
+            faces = manifest.count,
+            bytes = fresh.encoding_bytes(),
+            ms = started.elapsed().as_millis() as u64,
             "dataset loaded into memory"
         );
         *loaded = Some(fresh.clone());
-        Ok((fresh, Some(report)))
+        Ok(fresh)
     }
 }
 
@@ -122,7 +100,7 @@ impl Runner for ResidentRunner {
                 anyhow::bail!("the resident runner answers searches; run a build on another runner")
             }
         };
-        let (resident, _) = self.load(&spec.root_uri, &spec.manifest)?;
+        let resident = self.load(&spec.root_uri, &spec.manifest)?;
         let output =
             run_job_on(Arc::new(spec.clone()), resident, self.workers).map_err(search_failure)?;
         let output = output.ok_or_else(|| anyhow!("worker 0 returned no output"))?;

@@ -175,7 +175,7 @@ pub fn insert_images(
 }
 
 /// A face already registered for a photo.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KnownFace {
     /// Face id.
     pub face_id: i64,
@@ -185,6 +185,8 @@ pub struct KnownFace {
     pub image_uri: Option<String>,
     /// `[x0, y0, x1, y1]`.
     pub bbox: Option<Vec<i32>>,
+    /// Its encoding.
+    pub encoding: Vec<f32>,
 }
 
 /// The faces registered for the photo with this sha256. A photo built into several datasets has
@@ -196,7 +198,7 @@ pub fn faces_of_photo(
     prefer: Option<&str>,
 ) -> Result<Vec<KnownFace>> {
     let rows = client.query(
-        "SELECT f.id, f.source, f.image_uri, f.bbox, d.name FROM faces f
+        "SELECT f.id, f.source, f.image_uri, f.bbox, d.name, f.encoding FROM faces f
            LEFT JOIN datasets d ON d.id = f.first_dataset_id
           WHERE f.image_sha256 = $1
           ORDER BY d.name IS NOT DISTINCT FROM $2 DESC, f.first_dataset_id, f.id",
@@ -211,6 +213,7 @@ pub fn faces_of_photo(
             source: r.get(1),
             image_uri: r.get(2),
             bbox: r.get(3),
+            encoding: r.get(5),
         })
         .collect())
 }
@@ -303,35 +306,16 @@ pub fn cards(client: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<FaceCar
         .collect())
 }
 
-/// A face of a photo with its encoding (what `GET /api/photos/{sha256}` returns).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct EncodedFace {
-    /// Face id.
-    pub face_id: i64,
-    /// `A` or `U`.
-    pub source: String,
-    /// `[x0, y0, x1, y1]`.
-    pub bbox: Option<Vec<i32>>,
-    /// The 128-d encoding.
-    pub encoding: Vec<f32>,
-}
-
 /// A known photo: where it is, its size, and its faces (those of one dataset, as
 /// [`faces_of_photo`] picks them) with their encodings; None when no face has this sha256.
 pub fn photo(
     client: &mut impl GenericClient,
     sha256: &str,
-) -> Result<Option<(KnownPhoto, Vec<EncodedFace>)>> {
+) -> Result<Option<(KnownPhoto, Vec<KnownFace>)>> {
     let known = faces_of_photo(client, sha256, None)?;
     let Some(first) = known.first() else {
         return Ok(None);
     };
-    let ids: Vec<i64> = known.iter().map(|f| f.face_id).collect();
-    let encodings: std::collections::HashMap<i64, Vec<f32>> = client
-        .query("SELECT id, encoding FROM faces WHERE id = ANY($1)", &[&ids])?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
     let size = client.query_opt(
         "SELECT width, height FROM images WHERE sha256 = $1 ORDER BY created_at LIMIT 1",
         &[&sha256],
@@ -342,16 +326,7 @@ pub fn photo(
         width: size.as_ref().map(|r| r.get(0)),
         height: size.as_ref().map(|r| r.get(1)),
     };
-    let faces = known
-        .into_iter()
-        .map(|f| EncodedFace {
-            encoding: encodings.get(&f.face_id).cloned().unwrap_or_default(),
-            face_id: f.face_id,
-            source: f.source,
-            bbox: f.bbox,
-        })
-        .collect();
-    Ok(Some((photo, faces)))
+    Ok(Some((photo, known)))
 }
 
 /// A photo faces came from.

@@ -447,14 +447,20 @@ pub struct ItemView {
 
 /// Loads a history and its items.
 pub fn load(client: &mut Client, id: i64) -> Result<HistoryView> {
-    let row = client
-        .query_opt(
+    find(client, id)?.with_context(|| format!("history {id} does not exist"))
+}
+
+/// A history and its items, None when there is none with this id.
+pub fn find(client: &mut Client, id: i64) -> Result<Option<HistoryView>> {
+    let Some(row) = client.query_opt(
             "SELECT id, in_face_id, similarity_method, face_source_filter, max_results, exclude_self, max_distance,
                     status, run_params, output, attempts, run_id, created_at, started_at, finished_at
                FROM histories WHERE id = $1",
-            &[&id],
-        )?
-        .with_context(|| format!("history {id} does not exist"))?;
+        &[&id],
+    )?
+    else {
+        return Ok(None);
+    };
     let items = client
         .query(
             "SELECT i.rank, i.face_id, f.source, i.similarity_score,
@@ -475,7 +481,7 @@ pub fn load(client: &mut Client, id: i64) -> Result<HistoryView> {
             label: r.get(4),
         })
         .collect();
-    Ok(HistoryView {
+    Ok(Some(HistoryView {
         id: row.get(0),
         in_face_id: row.get(1),
         similarity_method: row.get(2),
@@ -492,7 +498,7 @@ pub fn load(client: &mut Client, id: i64) -> Result<HistoryView> {
         started_at: row.get(13),
         finished_at: row.get(14),
         items,
-    })
+    }))
 }
 
 /// How many histories are in each status, by status name.

@@ -43,17 +43,56 @@ impl Notice {
     }
 }
 
-/// Starts listening on `channels` on this connection.
-pub fn listen(client: &mut Client, channels: &[&str]) -> Result<()> {
-    let statements: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
-    client
-        .batch_execute(&statements)
-        .with_context(|| format!("listening on {}", channels.join(", ")))
+/// A connection listening on some channels, made again at the next [`Listener::wait`] after it
+/// was lost (a restarted server, a failover).
+pub struct Listener {
+    database_url: String,
+    channels: &'static [&'static str],
+    client: Option<Client>,
 }
 
-/// The notifications that arrive within `timeout` (returning as soon as one has, with every
-/// other already queued behind it); empty when none came.
-pub fn wait(client: &mut Client, timeout: Duration) -> Result<Vec<Notice>> {
+impl Listener {
+    /// Connects to `database_url` and listens on `channels`.
+    pub fn connect(database_url: &str, channels: &'static [&'static str]) -> Result<Listener> {
+        let mut listener = Listener {
+            database_url: database_url.to_string(),
+            channels,
+            client: None,
+        };
+        listener.ensure()?;
+        Ok(listener)
+    }
+
+    fn ensure(&mut self) -> Result<&mut Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let mut client = super::connect(&self.database_url)?;
+            let statements: String = self
+                .channels
+                .iter()
+                .map(|c| format!("LISTEN {c};"))
+                .collect();
+            client
+                .batch_execute(&statements)
+                .with_context(|| format!("listening on {}", self.channels.join(", ")))?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// The notifications that arrive within `timeout` (returning as soon as one has, with every
+    /// other already queued behind it); empty when none came. After an error the connection is
+    /// dropped, and the next call makes it again; anything notified meanwhile is lost, so a
+    /// caller looks for work itself after one.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<Notice>> {
+        let waited = self.ensure().and_then(|client| wait_on(client, timeout));
+        if waited.is_err() {
+            self.client = None;
+        }
+        waited
+    }
+}
+
+fn wait_on(client: &mut Client, timeout: Duration) -> Result<Vec<Notice>> {
     let deadline = Instant::now() + timeout;
     let mut notices = Vec::new();
     let mut notifications = client.notifications();

@@ -570,17 +570,23 @@ async fn search(
 
 /// The view of history `id`, or a 404.
 pub fn search_view(client: &mut postgres::Client, id: i64) -> Result<SearchView, ApiError> {
-    if histories::status(client, id)?.is_none() {
-        return Err(ApiError::not_found(format!("search {id} does not exist")));
-    }
-    let history = histories::load(client, id)?;
+    Ok(search_with_cards(client, id)?.0)
+}
+
+/// [`search_view`] and the cards of its matched faces, by face id (what a crop is cut from).
+pub fn search_with_cards(
+    client: &mut postgres::Client,
+    id: i64,
+) -> Result<(SearchView, std::collections::HashMap<i64, FaceCard>), ApiError> {
+    let history = histories::find(client, id)?
+        .ok_or_else(|| ApiError::not_found(format!("search {id} does not exist")))?;
     let ids: Vec<i64> = history.items.iter().map(|i| i.face_id).collect();
     let cards: std::collections::HashMap<i64, FaceCard> = faces::cards(client, &ids)?
         .into_iter()
         .map(|c| (c.id, c))
         .collect();
     let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339();
-    Ok(SearchView {
+    let view = SearchView {
         id,
         status: history.status,
         face_id: history.in_face_id,
@@ -613,7 +619,8 @@ pub fn search_view(client: &mut postgres::Client, id: i64) -> Result<SearchView,
                 }
             })
             .collect(),
-    })
+    };
+    Ok((view, cards))
 }
 
 /// A score as a percentage: both methods score in (0, 1] for faces that look alike at all.

@@ -22,11 +22,15 @@ pub const CROP_SIDE: u32 = 160;
 /// Longest side of a photo as its page shows it.
 pub const VIEW_SIDE: u32 = 720;
 
+/// A photo's view (JPEG) and the photo's full size.
+pub type View = (Bytes, (u32, u32));
+
 /// The caches: crops by face id, views by photo sha256, and the last photos decoded (a group
 /// photo's faces are cut from one decode).
 pub struct Crops {
     crops: Mutex<LruCache<i64, Bytes>>,
-    views: Mutex<LruCache<String, Bytes>>,
+    /// Views by photo sha256.
+    views: Mutex<LruCache<String, View>>,
     decoded: Mutex<LruCache<String, Arc<RgbImage>>>,
 }
 
@@ -63,13 +67,12 @@ impl Crops {
     }
 
     /// The photo at `uri` scaled to at most [`VIEW_SIDE`], as JPEG, with its full size.
-    pub fn view(&self, uri: &str, sha256: &str, s3: &S3Options) -> Result<(Bytes, (u32, u32))> {
-        let photo = self.decode(uri, Some(sha256), s3)?;
-        let size = photo.dimensions();
+    pub fn view(&self, uri: &str, sha256: &str, s3: &S3Options) -> Result<View> {
         if let Some(hit) = lock(&self.views).get(sha256) {
-            return Ok((hit.clone(), size));
+            return Ok(hit.clone());
         }
-        let (w, h) = size;
+        let photo = self.decode(uri, Some(sha256), s3)?;
+        let (w, h) = photo.dimensions();
         let scale = (VIEW_SIDE as f64 / w.max(h) as f64).min(1.0);
         let scaled = image::imageops::resize(
             &*photo,
@@ -78,8 +81,8 @@ impl Crops {
             image::imageops::FilterType::Triangle,
         );
         let jpeg = jpeg(&scaled).with_context(|| format!("photo {sha256}: encoding its view"))?;
-        lock(&self.views).put(sha256.to_string(), jpeg.clone());
-        Ok((jpeg, size))
+        lock(&self.views).put(sha256.to_string(), (jpeg.clone(), (w, h)));
+        Ok((jpeg, (w, h)))
     }
 
     fn decode(&self, uri: &str, sha256: Option<&str>, s3: &S3Options) -> Result<Arc<RgbImage>> {

@@ -25,12 +25,11 @@ impl Hub {
     /// is lost and ends when a stop is requested.
     pub fn start(database_url: &str) -> Result<Hub> {
         let (sender, _) = broadcast::channel(4096);
-        let mut client = crate::store::connect(database_url)?;
-        notify::listen(&mut client, &[notify::HISTORY_STATUS])?;
-        let (url, fan_out) = (database_url.to_string(), sender.clone());
+        let listener = notify::Listener::connect(database_url, &[notify::HISTORY_STATUS])?;
+        let fan_out = sender.clone();
         std::thread::Builder::new()
             .name("status-hub".into())
-            .spawn(move || listen(url, client, fan_out))?;
+            .spawn(move || listen(listener, fan_out))?;
         Ok(Hub { sender })
     }
 
@@ -40,9 +39,9 @@ impl Hub {
     }
 }
 
-fn listen(url: String, mut client: postgres::Client, fan_out: broadcast::Sender<StatusChange>) {
+fn listen(mut listener: notify::Listener, fan_out: broadcast::Sender<StatusChange>) {
     while !crate::signals::stop_requested() {
-        match notify::wait(&mut client, Duration::from_millis(200)) {
+        match listener.wait(Duration::from_millis(200)) {
             Ok(notices) => {
                 for change in notices.iter().filter_map(notify::Notice::status_change) {
                     // No receiver is no error: nobody is watching right now.
@@ -50,13 +49,9 @@ fn listen(url: String, mut client: postgres::Client, fan_out: broadcast::Sender<
                 }
             }
             Err(e) => {
-                tracing::warn!("status hub: {e:#}; listening again");
+                // Reconnected at the next wait; open streams see their next change.
+                tracing::warn!("status hub: {e:#}; listening again in a second");
                 std::thread::sleep(Duration::from_secs(1));
-                if let Ok(mut fresh) = crate::store::connect(&url)
-                    && notify::listen(&mut fresh, &[notify::HISTORY_STATUS]).is_ok()
-                {
-                    client = fresh;
-                }
             }
         }
     }

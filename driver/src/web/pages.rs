@@ -1,7 +1,7 @@
 //! The pages: search by photo or face, a search followed live and its grid of matched faces, a
 //! photo's faces to pick from, past searches, datasets; and the crops and photo views they show.
 
-use super::api::{self, SearchRequest, SearchView, Upload};
+use super::api::{self, SearchRequest, Upload};
 use super::{ApiError, AppState, crops, templates};
 use crate::store::{datasets, faces, histories};
 use axum::Router;
@@ -262,18 +262,27 @@ async fn searches(
     }
 }
 
-/// A matched face as its card shows it.
+/// A matched face as its card shows it (on a search page and in a report).
 #[derive(Serialize)]
-struct Card {
+pub(super) struct Card {
     #[serde(flatten)]
     item: api::ItemView,
     score_text: String,
+    /// The last segment of the photo's location.
     photo: Option<String>,
 }
 
-/// The last segment of a photo's location: what a card calls it.
-pub(super) fn photo_name(uri: Option<&str>) -> Option<String> {
-    uri.map(|u| u.rsplit('/').next().unwrap_or(u).to_string())
+impl Card {
+    pub(super) fn of(item: api::ItemView) -> Card {
+        Card {
+            score_text: format!("{:.4}", item.score),
+            photo: item
+                .image_uri
+                .as_deref()
+                .map(|u| u.rsplit('/').next().unwrap_or(u).to_string()),
+            item,
+        }
+    }
 }
 
 async fn search(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
@@ -289,24 +298,19 @@ async fn search(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> R
         })
         .await;
     match loaded {
-        Ok((view, query)) => {
-            let SearchView { items, .. } = &view;
-            let cards: Vec<Card> = items
-                .iter()
-                .map(|item| Card {
-                    score_text: format!("{:.4}", item.score),
-                    photo: photo_name(item.image_uri.as_deref()),
-                    item: item.clone(),
-                })
+        Ok((mut view, query)) => {
+            let cards: Vec<Card> = std::mem::take(&mut view.items)
+                .into_iter()
+                .map(Card::of)
                 .collect();
-            page(
-                &state,
-                "search.html",
-                minijinja::context! {
-                    s => minijinja::context! { items => cards, ..minijinja::Value::from_serialize(&view) },
-                    query,
-                },
-            )
+            let s = minijinja::context! {
+                cards,
+                query_crop => format!("/faces/{}/crop", view.face_id),
+                query_who => query.as_ref().and_then(|c| c.who.clone()),
+                query_photo => query.and_then(|c| c.image_uri),
+                ..minijinja::Value::from_serialize(&view)
+            };
+            page(&state, "search.html", minijinja::context! { s })
         }
         Err(e) => error_page(&state, e),
     }
@@ -335,12 +339,12 @@ async fn photo(
     let wanted = sha256.clone();
     let loaded = state
         .blocking(move |state, client| {
-            let (photo, faces) = faces::photo(client, &wanted)?
-                .ok_or_else(|| ApiError::not_found("no photo with this sha256 is known"))?;
-            let uri = photo.uri.ok_or_else(|| {
-                ApiError::not_found("this photo's faces were imported without it")
-            })?;
-            let (_, (w, h)) = state.crops.view(&uri, &wanted, &state.options.s3)?;
+            let (photo, uri, faces) = kept_photo(client, &wanted)?;
+            // The size a build or an upload recorded; decoded only for a photo without one.
+            let (w, h) = match (photo.width, photo.height) {
+                (Some(w), Some(h)) if w > 0 && h > 0 => (w as u32, h as u32),
+                _ => state.crops.view(&uri, &wanted, &state.options.s3)?.1,
+            };
             let percent =
                 |v: i32, of: u32| (f64::from(v) * 100.0 / f64::from(of.max(1))).clamp(0.0, 100.0);
             Ok(faces
@@ -368,6 +372,21 @@ async fn photo(
     }
 }
 
+/// A known photo, where it is kept, and its faces; a 404 for an unknown one or one whose
+/// faces were imported without it.
+fn kept_photo(
+    client: &mut postgres::Client,
+    sha256: &str,
+) -> Result<(faces::KnownPhoto, String, Vec<faces::KnownFace>), ApiError> {
+    let (photo, faces) = faces::photo(client, sha256)?
+        .ok_or_else(|| ApiError::not_found("no photo with this sha256 is known"))?;
+    let uri = photo
+        .uri
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this photo's faces were imported without it"))?;
+    Ok((photo, uri, faces))
+}
+
 async fn photo_view(State(state): State<Arc<AppState>>, Path(sha256): Path<String>) -> Response {
     let sha256 = match api::parse_sha256(&sha256) {
         Ok(sha) => sha,
@@ -375,11 +394,7 @@ async fn photo_view(State(state): State<Arc<AppState>>, Path(sha256): Path<Strin
     };
     let view = state
         .blocking(move |state, client| {
-            let (photo, _) = faces::photo(client, &sha256)?
-                .ok_or_else(|| ApiError::not_found("no photo with this sha256 is known"))?;
-            let uri = photo
-                .uri
-                .ok_or_else(|| ApiError::not_found("this photo is not kept"))?;
+            let (_, uri, _) = kept_photo(client, &sha256)?;
             Ok(state.crops.view(&uri, &sha256, &state.options.s3)?.0)
         })
         .await;

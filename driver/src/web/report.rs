@@ -3,6 +3,7 @@
 
 use super::api::{self, SearchView};
 use super::crops::{self, Crops};
+use super::pages::Card;
 use super::templates::{CSS, Templates};
 use crate::store::faces::{self, FaceCard};
 use anyhow::{Result, anyhow};
@@ -19,15 +20,7 @@ struct Section {
     query_who: Option<String>,
     query_photo: Option<String>,
     /// The matched faces (`view.items` emptied: its crops are URLs, these are inline).
-    cards: Vec<Item>,
-}
-
-#[derive(Serialize)]
-struct Item {
-    #[serde(flatten)]
-    item: api::ItemView,
-    score_text: String,
-    photo: Option<String>,
+    cards: Vec<Card>,
 }
 
 /// The report of `ids` (each must exist), crops cut from the stored photos.
@@ -35,33 +28,19 @@ pub fn render(client: &mut postgres::Client, ids: &[i64], s3: &S3Options) -> Res
     let crops = Crops::new();
     let mut sections = Vec::new();
     for &id in ids {
-        let mut view = api::search_view(client, id).map_err(|e| anyhow!(e.message))?;
+        let (mut view, cards) =
+            api::search_with_cards(client, id).map_err(|e| anyhow!(e.message))?;
         let query = faces::cards(client, &[view.face_id])?.into_iter().next();
-        let face_ids: Vec<i64> = view.items.iter().map(|i| i.face_id).collect();
-        let cards: std::collections::HashMap<i64, FaceCard> = faces::cards(client, &face_ids)?
+        let items = std::mem::take(&mut view.items)
             .into_iter()
-            .map(|c| (c.id, c))
-            .collect();
-        let items = view
-            .items
-            .iter()
-            .map(|item| {
-                let card = cards
-                    .get(&item.face_id)
-                    .cloned()
-                    .unwrap_or_else(|| unknown_face(item.face_id));
-                let card = &card;
-                let mut item = item.clone();
+            .map(|mut item| {
+                let card = cards.get(&item.face_id).cloned();
+                let card = card.unwrap_or_else(|| unknown_face(item.face_id));
                 // Inline: the report is read without the server.
-                item.crop = data_uri(&crops, card, s3)?;
-                Ok(Item {
-                    score_text: format!("{:.4}", item.score),
-                    photo: super::pages::photo_name(card.image_uri.as_deref()),
-                    item,
-                })
+                item.crop = data_uri(&crops, &card, s3)?;
+                Ok(Card::of(item))
             })
             .collect::<Result<Vec<_>>>()?;
-        view.items.clear();
         sections.push(Section {
             query_crop: match &query {
                 Some(card) => data_uri(&crops, card, s3)?,

@@ -10,9 +10,11 @@ pub const CSS: &str = include_str!("templates/app.css");
 /// The pages' script: a search page follows its status live.
 pub const JS: &str = include_str!("templates/app.js");
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("templates/base.html")),
     ("_form.html", include_str!("templates/_form.html")),
+    ("_query.html", include_str!("templates/_query.html")),
+    ("_cards.html", include_str!("templates/_cards.html")),
     (
         "_history_table.html",
         include_str!("templates/_history_table.html"),
