@@ -3,8 +3,9 @@
 //! so the peers (numpy, FAISS, pgvector) score exactly what facematch scores.
 
 use anyhow::{Context, Result};
+use facematch_job::kernel::codes::FaceCodes;
 use facematch_job::kernel::synthetic::{self, SeededValues};
-use facematch_job::kernel::{Level, Scanner};
+use facematch_job::kernel::{CodeLevel, Level, Scanner};
 use facematch_job::{MaxResults, Method};
 use npyz::WriterBuilder;
 use serde::Serialize;
@@ -50,20 +51,47 @@ pub struct KernelTiming {
     pub rescored: u64,
 }
 
+/// Which kernel path a benchmark times.
+#[derive(Debug, Clone, Copy)]
+pub enum KernelPath {
+    /// Float32 pruning at a level, faces as a shard streams them.
+    Float(Level),
+    /// Int8 codes at an integer level, the codes made beforehand as a resident dataset holds
+    /// them.
+    Coded(CodeLevel),
+}
+
+impl std::fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelPath::Float(level) => write!(f, "{level}"),
+            KernelPath::Coded(level) => write!(f, "int8-{level}"),
+        }
+    }
+}
+
 /// Times the kernel on one thread: every batch size scans all faces once (in 64k-face pieces,
-/// as a shard is read), top-`n` euclidean, best of `repeat`.
+/// as a shard is read), top-`n` cosine, best of `repeat`.
 pub fn time_kernel(
     faces: &[f32],
     queries: &[f32],
     dim: usize,
     batches: &[usize],
     n: MaxResults,
-    level: Level,
+    path: KernelPath,
     repeat: usize,
 ) -> Vec<KernelTiming> {
+    const PIECE: usize = 65_536;
     let count = faces.len() / dim;
     let ids: Vec<i64> = (0..count as i64).collect();
     let sources = vec![b'A'; count];
+    let codes: Vec<FaceCodes> = match path {
+        KernelPath::Coded(_) => faces
+            .chunks(PIECE * dim)
+            .map(|piece| FaceCodes::new(piece, dim))
+            .collect(),
+        KernelPath::Float(_) => Vec::new(),
+    };
     batches
         .iter()
         .map(|&batch| {
@@ -72,14 +100,20 @@ pub fn time_kernel(
             let mut rescored = 0;
             for _ in 0..repeat.max(1) {
                 let started = Instant::now();
-                let mut scanner = Scanner::with_level(&qs, dim, level);
-                for start in (0..count).step_by(65_536) {
-                    let end = (start + 65_536).min(count);
-                    scanner.scan(
-                        &ids[start..end],
-                        &sources[start..end],
-                        &faces[start * dim..end * dim],
-                    );
+                let mut scanner = match path {
+                    KernelPath::Float(level) => Scanner::with_level(&qs, dim, level),
+                    KernelPath::Coded(level) => {
+                        Scanner::with_level(&qs, dim, Level::Portable).with_code_level(level)
+                    }
+                };
+                for (i, start) in (0..count).step_by(PIECE).enumerate() {
+                    let end = (start + PIECE).min(count);
+                    let (ids, sources) = (&ids[start..end], &sources[start..end]);
+                    let values = &faces[start * dim..end * dim];
+                    match path {
+                        KernelPath::Float(_) => scanner.scan(ids, sources, values),
+                        KernelPath::Coded(_) => scanner.scan_coded(ids, sources, values, &codes[i]),
+                    }
                 }
                 rescored = scanner.rescored();
                 std::hint::black_box(scanner.into_results());
@@ -87,7 +121,7 @@ pub fn time_kernel(
             }
             KernelTiming {
                 batch,
-                level: level.to_string(),
+                level: path.to_string(),
                 ms: best * 1e3,
                 ms_per_query: best * 1e3 / batch as f64,
                 pairs_per_sec: (count * batch) as f64 / best,

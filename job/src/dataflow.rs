@@ -12,7 +12,7 @@
 //! are routed to worker 0, which is the only worker (of process 0) that returns them.
 
 use crate::assign::assign_shards;
-use crate::kernel::Scanner;
+use crate::kernel::{Floors, Scanner};
 use crate::query::{Match, Query};
 use crate::resident::ResidentDataset;
 use differential_dataflow::AsCollection;
@@ -179,8 +179,10 @@ fn run_timely(
 ) -> Result<Option<JobOutput>, JobError> {
     check_spec(&spec)?;
     let started = Instant::now();
+    // The workers of this process prune with each other's N-th scores (kernel::floors).
+    let floors = Arc::new(Floors::new(spec.queries.len()));
     let guards = timely::execute(config, move |worker| {
-        run_worker(worker, &spec, resident.clone())
+        run_worker(worker, &spec, resident.clone(), floors.clone())
     })
     .map_err(JobError::Runtime)?;
     connected();
@@ -214,10 +216,11 @@ fn run_worker(
     worker: &mut timely::worker::Worker,
     spec: &JobSpec,
     resident: Option<Arc<ResidentDataset>>,
+    floors: Arc<Floors>,
 ) -> Option<Result<JobOutput, JobError>> {
     let index = worker.index();
     let collected = Arc::new(std::sync::Mutex::new(Collected::default()));
-    build_dataflow(worker, spec, resident, collected.clone());
+    build_dataflow(worker, spec, resident, floors, collected.clone());
     // Run the dataflow to completion before reading what it collected.
     while worker.step_or_park(None) {}
     if index != 0 {
@@ -233,6 +236,7 @@ fn build_dataflow(
     worker: &mut timely::worker::Worker,
     spec: &JobSpec,
     resident: Option<Arc<ResidentDataset>>,
+    floors: Arc<Floors>,
     collected: Arc<std::sync::Mutex<Collected>>,
 ) {
     let owner = assign_shards(&spec.manifest.shards, worker.peers());
@@ -250,7 +254,7 @@ fn build_dataflow(
             .to_stream(scope)
             .unary_frontier(Pipeline, "Scan", move |cap, _info| {
                 let mut cap = Some(cap);
-                let mut state = ScanState::new(&scan_spec, resident.clone());
+                let mut state = ScanState::new(&scan_spec, resident.clone(), floors.clone());
                 move |(input, frontier), output| {
                     input.for_each(|_time, shards: &mut Vec<usize>| {
                         for shard in shards.drain(..) {
@@ -393,9 +397,13 @@ struct ScanState {
 }
 
 impl ScanState {
-    fn new(spec: &JobSpec, resident: Option<Arc<ResidentDataset>>) -> ScanState {
+    fn new(
+        spec: &JobSpec,
+        resident: Option<Arc<ResidentDataset>>,
+        floors: Arc<Floors>,
+    ) -> ScanState {
         ScanState {
-            scanner: Scanner::new(&spec.queries, spec.manifest.dim),
+            scanner: Scanner::new(&spec.queries, spec.manifest.dim).with_floors(floors),
             spec: spec.clone(),
             resident,
             storage: None,
@@ -410,9 +418,19 @@ impl ScanState {
             return; // the run has failed; do not spend time on the rest
         }
         if let Some(resident) = &self.resident {
-            for batch in resident.shard(shard) {
-                self.scanner
-                    .scan(&batch.face_ids, &batch.sources, batch.values());
+            for held in resident.shard(shard) {
+                let batch = &held.batch;
+                match &held.codes {
+                    Some(codes) => self.scanner.scan_coded(
+                        &batch.face_ids,
+                        &batch.sources,
+                        batch.values(),
+                        codes,
+                    ),
+                    None => self
+                        .scanner
+                        .scan(&batch.face_ids, &batch.sources, batch.values()),
+                }
                 self.faces += batch.len() as u64;
             }
             return;

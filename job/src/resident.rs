@@ -7,13 +7,26 @@
 //! scans it with the same kernel, so the results are those of a streamed pass, byte for byte.
 //! Versions share shards: [`ResidentDataset::load_after`] takes the shards a previous resident
 //! version already holds (same path and sha256) and reads only the new ones.
+//!
+//! Each batch is also coded once into int8 ([`FaceCodes`]), so a pass reads a quarter of the
+//! bytes for one query and multiplies on the integer units for many; the float32 values stay
+//! for the exact re-scoring, which decides every result.
 
+use crate::kernel::codes::{self, FaceCodes};
 use facematch_datasets::{DatasetError, Manifest, S3Options, ShardBatch, ShardReader, Storage};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// One batch of a shard, decoded, with its codes (None where the dimension cannot be coded).
+pub struct ResidentBatch {
+    /// The faces as read.
+    pub batch: ShardBatch,
+    /// Their int8 codes.
+    pub codes: Option<FaceCodes>,
+}
+
 /// The decoded batches of one shard.
-pub type ResidentShard = Arc<Vec<ShardBatch>>;
+pub type ResidentShard = Arc<Vec<ResidentBatch>>;
 
 /// One dataset version's shards, decoded and verified, in manifest order.
 pub struct ResidentDataset {
@@ -89,7 +102,9 @@ impl ResidentDataset {
                                         let info = &manifest.shards[i];
                                         let reader =
                                             ShardReader::fetch(storage, info, manifest.dim)?;
-                                        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+                                        let batches = reader
+                                            .map(|batch| batch.map(|b| coded(b, manifest.dim)))
+                                            .collect::<Result<Vec<_>, _>>()?;
                                         Ok((i, Arc::new(batches)))
                                     })
                                     .collect()
@@ -127,7 +142,7 @@ impl ResidentDataset {
     }
 
     /// The decoded batches of shard `index` (manifest order).
-    pub fn shard(&self, index: usize) -> &[ShardBatch] {
+    pub fn shard(&self, index: usize) -> &[ResidentBatch] {
         &self.shards[index]
     }
 
@@ -135,4 +150,20 @@ impl ResidentDataset {
     pub fn encoding_bytes(&self) -> u64 {
         self.manifest.count * self.manifest.dim as u64 * 4
     }
+
+    /// Bytes of int8 codes and their per-face numbers held.
+    pub fn code_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|b| b.codes.as_ref())
+            .map(|c| c.bytes() as u64)
+            .sum()
+    }
+}
+
+/// A batch with its codes.
+fn coded(batch: ShardBatch, dim: usize) -> ResidentBatch {
+    let codes = codes::codable(dim).then(|| FaceCodes::new(batch.values(), dim));
+    ResidentBatch { batch, codes }
 }

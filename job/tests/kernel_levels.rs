@@ -1,10 +1,12 @@
-//! The kernel forced through every dispatch level (portable, AVX2, AVX-512) against the
-//! independent f64 reference, on data built to break a float32 shortcut: near-ties at the N-th
+//! The kernel forced through every dispatch level (portable, AVX2, AVX-512; and for coded
+//! batches every integer level: portable, AVX2, AVX-512 VNNI, AMX) against the independent f64
+//! reference, on data built to break a float32 shortcut: near-ties at the N-th
 //! place, exact ties, duplicates of the query, huge and tiny norms side by side, dimensions that
 //! are not a multiple of any vector width, many query tiles and block boundaries. Also checks that
 //! the float32 pruning really prunes (few pairs re-scored in f64).
 
-use facematch_job::kernel::{Level, Scanner};
+use facematch_job::kernel::codes::FaceCodes;
+use facematch_job::kernel::{CodeLevel, Level, Scanner};
 use facematch_job::{Match, Method, Query, SourceFilter};
 
 #[path = "../../tests/common/reference.rs"]
@@ -63,19 +65,23 @@ impl Case {
                 encoding: e.clone(),
             })
             .collect();
-        for level in levels {
-            let mut scanner = Scanner::with_level(&self.queries, self.dim, level);
-            assert_eq!(scanner.level(), level);
+        let paths = levels.into_iter().map(Path::Float).chain(
+            CodeLevel::ALL
+                .into_iter()
+                .filter(|l| l.available())
+                .map(Path::Coded),
+        );
+        for path in paths {
+            let mut scanner = path.scanner(&self.queries, self.dim);
             // One call across several blocks, then the rest in odd-sized pieces.
             let split = self.ids.len() * 2 / 3;
-            scanner.scan(
-                &self.ids[..split],
-                &self.sources[..split],
-                &values[..split * self.dim],
-            );
+            let mut pieces = vec![(0, split)];
             for chunk in (split..self.ids.len()).collect::<Vec<_>>().chunks(37) {
-                let (a, b) = (chunk[0], chunk[chunk.len() - 1] + 1);
-                scanner.scan(
+                pieces.push((chunk[0], chunk[chunk.len() - 1] + 1));
+            }
+            for (a, b) in pieces {
+                path.scan(
+                    &mut scanner,
                     &self.ids[a..b],
                     &self.sources[a..b],
                     &values[a * self.dim..b * self.dim],
@@ -87,7 +93,43 @@ impl Case {
                 let want = reference::top_n(&reference_faces, &reference_query(q));
                 let got: Vec<(i64, f64)> =
                     got.iter().map(|m: &Match| (m.face_id, m.score)).collect();
-                reference::assert_same(&got, &want, &format!("{what} at {level}, {q:?}"));
+                reference::assert_same(&got, &want, &format!("{what} at {path:?}, {q:?}"));
+            }
+        }
+    }
+}
+
+/// How a case is scanned: float32 pruning at a level, or int8 codes at an integer level.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    Float(Level),
+    Coded(CodeLevel),
+}
+
+impl Path {
+    fn scanner(self, queries: &[Query], dim: usize) -> Scanner {
+        match self {
+            Path::Float(level) => {
+                let scanner = Scanner::with_level(queries, dim, level);
+                assert_eq!(scanner.level(), level);
+                scanner
+            }
+            Path::Coded(level) => {
+                let scanner =
+                    Scanner::with_level(queries, dim, Level::Portable).with_code_level(level);
+                assert_eq!(scanner.code_level(), level);
+                scanner
+            }
+        }
+    }
+
+    fn scan(self, scanner: &mut Scanner, ids: &[i64], sources: &[u8], values: &[f32]) {
+        match self {
+            Path::Float(_) => scanner.scan(ids, sources, values),
+            Path::Coded(_) => {
+                let dim = values.len() / ids.len().max(1);
+                let codes = FaceCodes::new(values, dim.max(1));
+                scanner.scan_coded(ids, sources, values, &codes)
             }
         }
     }
@@ -248,6 +290,24 @@ fn float32_pruning_rescores_few_pairs() {
         let (scored, rescored) = (scanner.scored_pairs(), scanner.rescored());
         assert_eq!(scored, 20_000 * 16);
         // The first N faces of each query are always re-scored; past that only near-ties.
+        assert!(
+            (rescored as f64) < 0.01 * scored as f64,
+            "{level}: {rescored} of {scored} pairs re-scored"
+        );
+    }
+}
+
+#[test]
+fn int8_pruning_rescores_few_pairs() {
+    let case = random_case(128, 20_000, 40, 5);
+    let values: Vec<f32> = case.faces.iter().flatten().copied().collect();
+    let codes = FaceCodes::new(&values, case.dim);
+    for level in CodeLevel::ALL.into_iter().filter(|l| l.available()) {
+        let mut scanner =
+            Scanner::with_level(&case.queries, case.dim, Level::Portable).with_code_level(level);
+        scanner.scan_coded(&case.ids, &case.sources, &values, &codes);
+        let (scored, rescored) = (scanner.scored_pairs(), scanner.rescored());
+        assert_eq!(scored, 20_000 * 40);
         assert!(
             (rescored as f64) < 0.01 * scored as f64,
             "{level}: {rescored} of {scored} pairs re-scored"

@@ -5,7 +5,7 @@ use crate::output::print_json;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use facematch_job::MaxResults;
-use facematch_job::kernel::Level;
+use facematch_job::kernel::{CodeLevel, Level};
 use std::path::PathBuf;
 
 /// `facematch bench …`.
@@ -24,6 +24,10 @@ pub enum BenchCommand {
         /// Kernel level (default: the widest this CPU has).
         #[arg(long)]
         level: Option<Level>,
+        /// Time the int8 path a resident dataset (`serve`, `watch`) scans, at this integer
+        /// level (portable, avx2, vnni, amx; `best`: the widest this CPU has).
+        #[arg(long)]
+        codes: Option<String>,
         /// Repetitions (the best is kept).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
@@ -63,27 +67,46 @@ pub fn exec(cmd: BenchCommand, json: bool) -> Result<()> {
             batches,
             n,
             level,
+            codes,
             repeat,
         } => {
             if data.dim == 0 || data.faces == 0 || data.queries == 0 {
                 bail!("--faces, --queries and --dim must be positive");
             }
-            let level = level.unwrap_or_else(Level::detect);
-            if !level.available() {
-                bail!("kernel level {level} is not available on this CPU");
-            }
+            let path = match codes.as_deref() {
+                None => {
+                    let level = level.unwrap_or_else(Level::detect);
+                    if !level.available() {
+                        bail!("kernel level {level} is not available on this CPU");
+                    }
+                    bench::KernelPath::Float(level)
+                }
+                Some(name) => {
+                    let level = match name {
+                        "best" => CodeLevel::detect(),
+                        name => name.parse::<CodeLevel>().map_err(anyhow::Error::msg)?,
+                    };
+                    if !level.available() {
+                        bail!("integer kernel level {level} is not available on this CPU");
+                    }
+                    if !facematch_job::kernel::codes::codable(data.dim) {
+                        bail!("--dim {} cannot be coded in int8", data.dim);
+                    }
+                    bench::KernelPath::Coded(level)
+                }
+            };
             let (faces, queries) = bench::data(data.faces, data.queries, data.dim, data.seed);
-            let rows = bench::time_kernel(&faces, &queries, data.dim, &batches, n, level, repeat);
+            let rows = bench::time_kernel(&faces, &queries, data.dim, &batches, n, path, repeat);
             if json {
                 return print_json(&rows);
             }
             println!(
-                "{:>6} {:>8} {:>10} {:>12} {:>14} {:>9}",
+                "{:>6} {:>13} {:>10} {:>12} {:>14} {:>9}",
                 "batch", "level", "ms", "ms/query", "pairs/s", "rescored"
             );
             for r in rows {
                 println!(
-                    "{:>6} {:>8} {:>10.1} {:>12.3} {:>14.3e} {:>9}",
+                    "{:>6} {:>13} {:>10.1} {:>12.3} {:>14.3e} {:>9}",
                     r.batch, r.level, r.ms, r.ms_per_query, r.pairs_per_sec, r.rescored
                 );
             }

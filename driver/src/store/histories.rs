@@ -6,7 +6,7 @@
 //! the history, so a run that lost its claim can never write; a trigger in the schema rejects any
 //! other edge whoever attempts it.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use facematch_job::{Match, MaxResults, Query, validate_params};
 use postgres::Client;
 use std::collections::BTreeMap;
@@ -31,31 +31,113 @@ pub struct Submission {
     pub user_id: Option<i64>,
 }
 
+/// Why submissions were refused (nothing was inserted).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A parameter is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The query face is not in the database.
+    #[error("face {0} does not exist")]
+    NoSuchFace(i64),
+}
+
+/// What [`submit_all`] can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Submission `index` (0-based) was refused; none was inserted.
+    #[error("search {} of {count}: {refusal}", index + 1)]
+    Refused {
+        /// Which one.
+        index: usize,
+        /// How many were submitted together.
+        count: usize,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
 /// Validates and inserts a PENDING history; returns its id.
 pub fn submit(client: &mut Client, s: &Submission) -> Result<i64> {
-    validate_params(&s.method, &s.filter, s.max_results.into(), s.max_distance)
-        .map_err(anyhow::Error::msg)?;
-    if client
-        .query_opt("SELECT 1 FROM faces WHERE id = $1", &[&s.face_id])?
-        .is_none()
-    {
-        bail!("face {} does not exist", s.face_id);
+    match submit_all(client, std::slice::from_ref(s)) {
+        Ok(ids) => Ok(ids[0]),
+        Err(SubmitError::Refused { refusal, .. }) => Err(refusal.into()),
+        Err(SubmitError::Store(e)) => Err(e),
     }
-    let row = client.query_one(
-        "INSERT INTO histories (user_id, in_face_id, similarity_method, face_source_filter, max_results,
-                                exclude_self, max_distance)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        &[
-            &s.user_id,
-            &s.face_id,
-            &s.method,
-            &s.filter,
-            &(s.max_results as i32),
-            &s.exclude_self,
-            &s.max_distance,
-        ],
-    )?;
-    Ok(row.get(0))
+}
+
+/// Validates and inserts PENDING histories, all or none, in one statement (so one round trip
+/// and, through the trigger, one `facematch_pending` notification however many there are);
+/// returns their ids in the order given.
+pub fn submit_all(client: &mut Client, batch: &[Submission]) -> Result<Vec<i64>, SubmitError> {
+    let count = batch.len();
+    for (index, s) in batch.iter().enumerate() {
+        validate_params(&s.method, &s.filter, s.max_results.into(), s.max_distance).map_err(
+            |e| SubmitError::Refused {
+                index,
+                count,
+                refusal: Refusal::Invalid(e),
+            },
+        )?;
+    }
+    let column = |f: fn(&Submission) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
+    let (users, faces) = (
+        batch
+            .iter()
+            .map(|s| s.user_id)
+            .collect::<Vec<Option<i64>>>(),
+        column(|s| s.face_id),
+    );
+    let methods: Vec<&str> = batch.iter().map(|s| s.method.as_str()).collect();
+    let filters: Vec<&str> = batch.iter().map(|s| s.filter.as_str()).collect();
+    let limits: Vec<i32> = batch.iter().map(|s| s.max_results as i32).collect();
+    let excludes: Vec<bool> = batch.iter().map(|s| s.exclude_self).collect();
+    let distances: Vec<Option<f64>> = batch.iter().map(|s| s.max_distance).collect();
+    // Nothing is inserted if any face is missing: the statement is its own transaction.
+    let rows = client
+        .query(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                                      $5::int[], $6::bool[], $7::float8[])
+                     WITH ORDINALITY AS t(user_id, face_id, method, filter, n, exclude, distance, i))
+             INSERT INTO histories (user_id, in_face_id, similarity_method, face_source_filter,
+                                    max_results, exclude_self, max_distance)
+             SELECT user_id, face_id, method, filter, n, exclude, distance FROM input
+              WHERE NOT EXISTS (SELECT 1 FROM input
+                                 WHERE NOT EXISTS (SELECT 1 FROM faces WHERE faces.id = input.face_id))
+              ORDER BY i
+             RETURNING id",
+            &[
+                &users, &faces, &methods, &filters, &limits, &excludes, &distances,
+            ],
+        )
+        .context("inserting histories")?;
+    if rows.len() == count {
+        // Ids come from a sequence, in insertion order.
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        return Ok(ids);
+    }
+    let known: std::collections::HashSet<i64> = client
+        .query("SELECT id FROM faces WHERE id = ANY($1)", &[&faces])
+        .context("looking up query faces")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    match faces.iter().position(|f| !known.contains(f)) {
+        Some(index) => Err(SubmitError::Refused {
+            index,
+            count,
+            refusal: Refusal::NoSuchFace(faces[index]),
+        }),
+        None => Err(anyhow::anyhow!(
+            "the histories were not inserted (a query face was deleted meanwhile?)"
+        )
+        .into()),
+    }
 }
 
 /// What a claim got.
@@ -584,4 +666,19 @@ pub fn status(client: &mut Client, id: i64) -> Result<Option<String>> {
     Ok(client
         .query_opt("SELECT status FROM histories WHERE id = $1", &[&id])?
         .map(|r| r.get(0)))
+}
+
+/// The statuses of those of `ids` that exist.
+pub fn statuses(
+    client: &mut Client,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, String>> {
+    Ok(client
+        .query(
+            "SELECT id, status FROM histories WHERE id = ANY($1)",
+            &[&ids],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }

@@ -5,7 +5,7 @@
 use super::{ApiError, AppState};
 use crate::photos::add::{AddRequest, Owner, PhotoSource, add_faces};
 use crate::store::faces::{self, FaceCard};
-use crate::store::histories::{self, Submission};
+use crate::store::histories::{self, Refusal, Submission, SubmitError};
 use crate::store::{datasets, notify::StatusChange};
 use axum::Json;
 use axum::Router;
@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/photos", post(upload_photo))
         .route("/api/photos/{sha256}", get(photo))
         .route("/api/searches", post(create_search))
+        .route("/api/searches/events", get(searches_events))
         .route("/api/searches/{id}", get(search))
         .route("/api/searches/{id}/events", get(search_events))
         .route("/api/stats", get(stats))
@@ -50,6 +51,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         create_search,
         search,
         search_events,
+        searches_events,
         stats
     ),
     components(schemas(
@@ -58,7 +60,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         PhotoView,
         PhotoFace,
         SearchRequest,
+        SearchSubmission,
         SearchCreated,
+        SearchesCreated,
         SearchView,
         ItemView,
         StatusEvent,
@@ -148,6 +152,29 @@ fn default_n() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+
+/// The body of `POST /api/searches`: one search, or up to [`MAX_BATCH`] queued together (all
+/// or none, and answered by the same pass of the engine).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SearchSubmission {
+    /// One search.
+    One(SearchRequest),
+    /// Several, in one transaction.
+    Many(Vec<SearchRequest>),
+}
+
+/// Most searches one request may queue (and one event stream follow).
+pub const MAX_BATCH: usize = 1000;
+
+/// Searches queued together.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchesCreated {
+    /// Each search, in the order asked.
+    pub searches: Vec<SearchCreated>,
+    /// All their status changes, as one stream of server-sent events.
+    pub events: String,
 }
 
 /// A search queued.
@@ -508,46 +535,94 @@ pub fn parse_id(text: &str) -> Result<i64, ApiError> {
 
 /// Validates and queues a search; the engine answers it.
 pub fn submit(client: &mut postgres::Client, request: &SearchRequest) -> Result<i64, ApiError> {
-    let submission = Submission {
-        face_id: request.face_id,
-        method: request.method.clone(),
-        filter: request.filter.clone(),
-        max_results: request.max_results,
-        exclude_self: request.exclude_self,
-        max_distance: request.max_distance,
-        user_id: None,
-    };
-    if faces::cards(client, &[request.face_id])?.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "face {} does not exist",
-            request.face_id
-        )));
-    }
-    histories::submit(client, &submission).map_err(|e| ApiError::bad_request(format!("{e:#}")))
+    submit_all(client, std::slice::from_ref(request)).map(|ids| ids[0])
 }
 
-/// Queue a search: the engine claims and answers it at once.
-#[utoipa::path(post, path = "/api/searches", request_body = SearchRequest, responses(
-    (status = 201, body = SearchCreated),
-    (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody),
-    (status = 404, description = "The face does not exist", body = ErrorBody),
+/// Validates and queues searches, all or none, in one statement; their ids in order.
+pub fn submit_all(
+    client: &mut postgres::Client,
+    requests: &[SearchRequest],
+) -> Result<Vec<i64>, ApiError> {
+    let submissions: Vec<Submission> = requests
+        .iter()
+        .map(|r| Submission {
+            face_id: r.face_id,
+            method: r.method.clone(),
+            filter: r.filter.clone(),
+            max_results: r.max_results,
+            exclude_self: r.exclude_self,
+            max_distance: r.max_distance,
+            user_id: None,
+        })
+        .collect();
+    histories::submit_all(client, &submissions).map_err(|e| match e {
+        SubmitError::Refused {
+            count: 1, refusal, ..
+        } => refusal_error(&refusal, refusal.to_string()),
+        SubmitError::Refused { ref refusal, .. } => refusal_error(refusal, e.to_string()),
+        SubmitError::Store(e) => e.into(),
+    })
+}
+
+fn refusal_error(refusal: &Refusal, message: String) -> ApiError {
+    match refusal {
+        Refusal::NoSuchFace(_) => ApiError::not_found(message),
+        Refusal::Invalid(_) => ApiError::bad_request(message),
+    }
+}
+
+/// Queue a search, or several at once (an array, answered together): the engine claims and
+/// answers them at once.
+#[utoipa::path(post, path = "/api/searches", request_body = SearchSubmission, responses(
+    (status = 201, description = "One search queued (`SearchCreated`), or several (`SearchesCreated`)", body = SearchCreated),
+    (status = 400, description = "A parameter is invalid (the message names it, and which search of a batch); nothing was queued", body = ErrorBody),
+    (status = 404, description = "A query face does not exist; nothing was queued", body = ErrorBody),
 ))]
 async fn create_search(
     State(state): State<Arc<AppState>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: SearchRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not a search request: {e}")))?;
-    let id = state
-        .blocking(move |_, client| submit(client, &request))
+    let not_a_request = |e: serde_json::Error| {
+        ApiError::bad_request(format!("the body is not a search request: {e}"))
+    };
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(not_a_request)?;
+    if !value.is_array() {
+        let request: SearchRequest = serde_json::from_value(value).map_err(not_a_request)?;
+        let id = state
+            .blocking(move |_, client| submit(client, &request))
+            .await?;
+        return Ok((StatusCode::CREATED, Json(created(id))).into_response());
+    }
+    let requests: Vec<SearchRequest> = serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(format!("the body is not an array of search requests: {e}"))
+    })?;
+    if requests.is_empty() || requests.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "{} searches in one request: 1 to {MAX_BATCH} can be queued together",
+            requests.len()
+        )));
+    }
+    let ids = state
+        .blocking(move |_, client| submit_all(client, &requests))
         .await?;
-    let created = SearchCreated {
+    let body = SearchesCreated {
+        events: format!("/api/searches/events?ids={}", join_ids(&ids)),
+        searches: ids.into_iter().map(created).collect(),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn created(id: i64) -> SearchCreated {
+    SearchCreated {
         id,
         status: "PENDING".into(),
         url: format!("/api/searches/{id}"),
         events: format!("/api/searches/{id}/events"),
-    };
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    }
+}
+
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// A search's status, parameters and results.
@@ -642,46 +717,103 @@ async fn search_events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    // Subscribed before the status is read: a change in between is not missed.
+    status_stream(state, vec![id]).await
+}
+
+/// Query of `GET /api/searches/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct EventsQuery {
+    /// The histories' ids, separated by commas (at most 1000).
+    ids: String,
+}
+
+/// Server-sent events of several searches (a batch queued together): each one's status now,
+/// then every change of any of them, ending once all are FINISHED or ERROR.
+#[utoipa::path(get, path = "/api/searches/events", params(EventsQuery), responses(
+    (status = 200, description = "`text/event-stream` of `status` events", body = StatusEvent, content_type = "text/event-stream"),
+    (status = 400, body = ErrorBody),
+    (status = 404, description = "A search does not exist (the message names it)", body = ErrorBody),
+))]
+async fn searches_events(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let ids: Vec<i64> = query
+        .ids
+        .split(',')
+        .map(|id| parse_id(id.trim()))
+        .collect::<Result<_, _>>()?;
+    if ids.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "{} ids: one stream follows at most {MAX_BATCH}",
+            ids.len()
+        )));
+    }
+    status_stream(state, ids).await
+}
+
+/// The status of `ids` now, then each change, until all are final. Subscribed before the
+/// statuses are read, so a change in between is not missed.
+async fn status_stream(state: Arc<AppState>, ids: Vec<i64>) -> Result<Response, ApiError> {
     let changes = state.events.subscribe();
-    let status = state
-        .blocking(move |_, client| Ok(histories::status(client, id)?))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("search {id} does not exist")))?;
-    let first = StatusChange { id, status };
+    let wanted = ids.clone();
+    let now = state
+        .blocking(move |_, client| Ok(histories::statuses(client, &wanted)?))
+        .await?;
+    if let Some(missing) = ids.iter().find(|id| !now.contains_key(id)) {
+        return Err(ApiError::not_found(format!(
+            "search {missing} does not exist"
+        )));
+    }
+    let open: std::collections::HashSet<i64> = now
+        .iter()
+        .filter(|(_, status)| !super::events::is_final(status))
+        .map(|(id, _)| *id)
+        .collect();
+    let first: std::collections::VecDeque<StatusChange> = ids
+        .iter()
+        .map(|id| StatusChange {
+            id: *id,
+            status: now[id].clone(),
+        })
+        .collect();
     let stream = futures_util::stream::unfold(
-        (Some(first), changes, false),
-        move |(pending, mut changes, ended)| async move {
-            if ended {
-                return None;
+        (first, changes, open),
+        |(mut pending, mut changes, mut open)| {
+            async move {
+                let change = match pending.pop_front() {
+                    Some(change) => change,
+                    None => loop {
+                        if open.is_empty() {
+                            return None;
+                        }
+                        // A server asked to stop ends its streams (the browser reconnects to
+                        // the next one): graceful shutdown waits for every open connection.
+                        if crate::signals::stop_requested() {
+                            return None;
+                        }
+                        match tokio::time::timeout(STOP_CHECK, changes.recv()).await {
+                            Err(_) => continue,
+                            Ok(Ok(change)) if open.contains(&change.id) => break change,
+                            Ok(Ok(_)) => continue,
+                            // Fell behind the hub: end, and the client's reconnection reads
+                            // the statuses afresh.
+                            Ok(Err(_)) => return None,
+                        }
+                    },
+                };
+                if super::events::is_final(&change.status) {
+                    open.remove(&change.id);
+                }
+                let event = Event::default()
+                    .event("status")
+                    .json_data(StatusEvent {
+                        id: change.id,
+                        status: change.status,
+                    })
+                    .unwrap_or_else(|_| Event::default().event("status"));
+                Some((Ok::<_, Infallible>(event), (pending, changes, open)))
             }
-            let change = match pending {
-                Some(change) => change,
-                None => loop {
-                    // A server asked to stop ends its streams (the browser reconnects to the
-                    // next one): graceful shutdown waits for every open connection.
-                    if crate::signals::stop_requested() {
-                        return None;
-                    }
-                    match tokio::time::timeout(STOP_CHECK, changes.recv()).await {
-                        Err(_) => continue,
-                        Ok(Ok(change)) if change.id == id => break change,
-                        Ok(Ok(_)) => continue,
-                        // Fell behind the hub: end, and the client's reconnection reads the
-                        // status afresh.
-                        Ok(Err(_)) => return None,
-                    }
-                },
-            };
-            let ended = super::events::is_final(&change.status);
-            let event = Event::default()
-                .event("status")
-                .json_data(StatusEvent {
-                    id: change.id,
-                    status: change.status,
-                })
-                .unwrap_or_else(|_| Event::default().event("status"));
-            Some((Ok::<_, Infallible>(event), (None, changes, ended)))
         },
     );
     Ok(Sse::new(stream)
@@ -759,6 +891,7 @@ mod tests {
             "/api/searches",
             "/api/searches/{id}",
             "/api/searches/{id}/events",
+            "/api/searches/events",
             "/api/stats",
         ] {
             assert!(

@@ -337,6 +337,9 @@ pub fn serve(
     let pool = r2d2::Pool::builder()
         .max_size(8)
         .min_idle(Some(1))
+        // A round trip per request only to learn what the next query would: a connection the
+        // server closed is dropped by `has_broken`, and the request that met it says so.
+        .test_on_check_out(false)
         .connection_timeout(Duration::from_secs(10))
         .build(Connections {
             url: options.database_url.clone(),
@@ -400,6 +403,13 @@ pub fn serve(
             .await
             .with_context(|| format!("listening on {}", state.options.bind))?;
         ready(listener.local_addr()?);
+        // No Nagle: an event stream writes small frames, and each one after the first would
+        // otherwise wait for the client's delayed ACK (40 ms on Linux) before it leaves.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
         axum::serve(listener, router(state.clone()))
             .with_graceful_shutdown(async {
                 while !crate::signals::stop_requested() {

@@ -10,13 +10,20 @@
 //! and queries whose norms fall outside the range where the bound holds take the f64 path
 //! directly.
 
+pub mod codes;
 pub mod dispatch;
+pub mod floors;
+pub mod int8;
 pub mod synthetic;
 pub mod tile;
 
 use crate::query::{Match, Method, Query};
 use crate::topn::TopN;
+use codes::{CodeLimit, FaceCodes, QueryCodes, Ranges};
 pub use dispatch::Level;
+pub use floors::Floors;
+pub use int8::CodeLevel;
+use int8::{ROWS, Sums};
 pub use tile::Limit;
 
 /// Faces per block: packed, a block of 128-d faces (128 KiB) stays in L2 while every query
@@ -29,8 +36,12 @@ const QUERY_CHUNK: usize = 1024;
 const SAFE_NORM2: std::ops::RangeInclusive<f32> = 1e-30..=1e30;
 /// Unit roundoff of float32.
 const U: f64 = f32::EPSILON as f64 / 2.0;
+/// Panels × query tiles whose integer sums are computed together (1 KiB each).
+const CODED_CHUNK: usize = 64;
 
-/// Exact (f64) similarity of stored float32 vectors: `(score, euclidean distance)`.
+/// Exact (f64) similarity of stored float32 vectors: `(score, euclidean distance)`. The sums run
+/// in index order, as the f64 reference's do (ARCHITECTURE.md: Invariants): near-ties are
+/// ranked by these very bits.
 pub fn exact_score(method: Method, x: &[f32], q: &[f32]) -> (f64, f64) {
     let mut dot = 0.0f64;
     let mut nx = 0.0f64;
@@ -200,6 +211,17 @@ pub struct Scanner {
     block: Block,
     /// The chunk of queries being scanned.
     active: std::ops::Range<usize>,
+    /// The integer level for coded batches, the queries' codes (made at the first coded
+    /// batch) and the sums' buffer.
+    code_level: CodeLevel,
+    query_codes: Option<QueryCodes>,
+    sums: Vec<Sums>,
+    code_limits: Vec<(CodeLimit, i32)>,
+    /// Whether any query has a distance test (euclidean, or a max distance), whose coded
+    /// limits need the faces' norms.
+    distances: bool,
+    /// The N-th scores shared with the other workers of this process, if any.
+    floors: Option<std::sync::Arc<Floors>>,
     scored_pairs: u64,
     rescored: u64,
 }
@@ -240,8 +262,49 @@ impl Scanner {
             matrix,
             block: Block::default(),
             active: 0..0,
+            code_level: CodeLevel::detect(),
+            query_codes: None,
+            sums: Vec::new(),
+            code_limits: Vec::new(),
+            distances: queries
+                .iter()
+                .any(|q| q.method == Method::Euclidean || q.max_distance.is_some()),
+            floors: None,
             scored_pairs: 0,
             rescored: 0,
+        }
+    }
+
+    /// Uses `level` (which must be [`CodeLevel::available`]) for coded batches.
+    pub fn with_code_level(mut self, level: CodeLevel) -> Scanner {
+        assert!(
+            level.available(),
+            "integer kernel level {level} is not available"
+        );
+        self.code_level = level;
+        self
+    }
+
+    /// The integer level coded batches use.
+    pub fn code_level(&self) -> CodeLevel {
+        self.code_level
+    }
+
+    /// Prunes with `floors` (one per query, in this scanner's query order) as well as its own
+    /// N-th scores, and raises them with its own ([`Floors`]).
+    pub fn with_floors(mut self, floors: std::sync::Arc<Floors>) -> Scanner {
+        assert_eq!(floors.len(), self.queries.len(), "one floor per query");
+        self.floors = Some(floors);
+        self
+    }
+
+    /// The score a face must reach to matter for query `q`: its own N-th, or the floor the
+    /// other workers raised, whichever is higher.
+    fn threshold(&self, q: usize) -> f64 {
+        let own = self.queries[q].top.threshold();
+        match &self.floors {
+            Some(floors) => own.max(floors.get(q)),
+            None => own,
         }
     }
 
@@ -279,6 +342,265 @@ impl Scanner {
         for first in (0..nq).step_by(chunk) {
             self.active = first..(first + chunk).min(nq);
             self.scan_chunk(face_ids, sources, values);
+        }
+    }
+
+    /// Scores a batch like [`Scanner::scan`], pruning with the batch's int8 codes (`codes` must
+    /// be `FaceCodes::new(values, dim)`): the integer sums of every query against every face,
+    /// tested against each query's [`CodeLimit`]; the faces that pass, and those without codes,
+    /// are re-scored in f64. The results are those of [`Scanner::scan`].
+    pub fn scan_coded(
+        &mut self,
+        face_ids: &[i64],
+        sources: &[u8],
+        values: &[f32],
+        codes: &FaceCodes,
+    ) {
+        let dim = self.dim;
+        assert_eq!(values.len(), face_ids.len() * dim);
+        assert_eq!(sources.len(), face_ids.len());
+        assert_eq!((codes.len(), codes.dim()), (face_ids.len(), dim));
+        let faces = Faces {
+            ids: face_ids,
+            sources,
+            values,
+        };
+        self.scored_pairs += (face_ids.len() * self.queries.len()) as u64;
+        if self.queries.is_empty() {
+            return;
+        }
+        let queries = match self.query_codes.take() {
+            Some(q) => q,
+            None => QueryCodes::new(
+                self.queries.iter().map(|p| p.query.encoding.as_slice()),
+                dim,
+            ),
+        };
+        // Faces without codes (outside the safe range) are scored exactly against every query.
+        for position in (0..face_ids.len()).filter(|p| !codes.is_coded(*p)) {
+            for q in 0..self.queries.len() {
+                self.rescored += self.consider(q, &faces, codes.index(position));
+            }
+        }
+        // Panels per chunk: the sums of a chunk (1 KiB per panel and query tile) stay within
+        // L1/L2 until the tests read them, and a chunk lies within one block.
+        let tiles = int8::tiles(&queries);
+        let chunk_panels =
+            (1usize << (CODED_CHUNK / tiles).max(1).ilog2()).min(codes::BLOCK_PANELS);
+        let mut sums = std::mem::take(&mut self.sums);
+        sums.resize(chunk_panels * tiles, Sums::default());
+        let mut limits = std::mem::take(&mut self.code_limits);
+        limits.clear();
+        let mut block = usize::MAX;
+        let fused = fused_epilogue(self.code_level);
+        for start in (0..codes.panels()).step_by(chunk_panels) {
+            let chunk = start..(start + chunk_panels).min(codes.panels());
+            if start / codes::BLOCK_PANELS != block {
+                block = start / codes::BLOCK_PANELS;
+                self.enter_block(&queries, codes, block, &mut limits);
+            }
+            let ranges = codes.block_ranges(block);
+            match fused {
+                Epilogue::Plain => self.coded_chunk::<false, false>(
+                    &faces,
+                    codes,
+                    ranges,
+                    &queries,
+                    chunk,
+                    &mut sums,
+                    &mut limits,
+                ),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: fused_epilogue checked that this CPU has AVX2 and FMA.
+                Epilogue::Avx2 => unsafe {
+                    self.coded_chunk_avx2(
+                        &faces,
+                        codes,
+                        ranges,
+                        &queries,
+                        chunk,
+                        &mut sums,
+                        &mut limits,
+                    )
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: fused_epilogue checked that this CPU has AVX-512F and FMA.
+                Epilogue::Avx512 => unsafe {
+                    self.coded_chunk_avx512(
+                        &faces,
+                        codes,
+                        ranges,
+                        &queries,
+                        chunk,
+                        &mut sums,
+                        &mut limits,
+                    )
+                },
+            }
+        }
+        self.sums = sums;
+        self.code_limits = limits;
+        self.query_codes = Some(queries);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn coded_chunk_avx2(
+        &mut self,
+        faces: &Faces,
+        codes: &FaceCodes,
+        ranges: &Ranges,
+        queries: &QueryCodes,
+        chunk: std::ops::Range<usize>,
+        sums: &mut [Sums],
+        limits: &mut [(CodeLimit, i32)],
+    ) {
+        self.coded_chunk::<true, false>(faces, codes, ranges, queries, chunk, sums, limits)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn coded_chunk_avx512(
+        &mut self,
+        faces: &Faces,
+        codes: &FaceCodes,
+        ranges: &Ranges,
+        queries: &QueryCodes,
+        chunk: std::ops::Range<usize>,
+        sums: &mut [Sums],
+        limits: &mut [(CodeLimit, i32)],
+    ) {
+        self.coded_chunk::<true, true>(faces, codes, ranges, queries, chunk, sums, limits)
+    }
+
+    /// Computes every query's coded limit (for the batch) and its integer threshold (for block
+    /// `block`, whose faces' numbers are narrower than the batch's).
+    fn enter_block(
+        &self,
+        queries: &QueryCodes,
+        codes: &FaceCodes,
+        block: usize,
+        limits: &mut Vec<(CodeLimit, i32)>,
+    ) {
+        let ranges = codes.block_ranges(block);
+        limits.clear();
+        limits.extend((0..self.queries.len()).map(|q| self.coded_test(q, queries, codes, ranges)));
+    }
+
+    /// One chunk of panels (inside one block, whose numbers are `ranges`) against every query:
+    /// the integer sums, then per panel each query's test (`limits`: each query's limit and its
+    /// integer threshold), the passing faces considered exactly (each tightening that query's
+    /// limit for the faces after it).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn coded_chunk<const FMA: bool, const AVX512: bool>(
+        &mut self,
+        faces: &Faces,
+        codes: &FaceCodes,
+        ranges: &Ranges,
+        queries: &QueryCodes,
+        chunk: std::ops::Range<usize>,
+        sums: &mut [Sums],
+        limits: &mut [(CodeLimit, i32)],
+    ) {
+        let nq = self.queries.len();
+        let tiles = int8::tiles(queries);
+        int8::sums(self.code_level, queries, codes, chunk.clone(), sums);
+        let mut masks = [0u16; ROWS];
+        let mut tile_limits = [CodeLimit::ALWAYS; ROWS];
+        let mut thresholds = [i32::MIN; ROWS];
+        for t in 0..tiles {
+            let first = t * ROWS;
+            let rows = ROWS.min(nq - first);
+            for r in 0..rows {
+                (tile_limits[r], thresholds[r]) = limits[first + r];
+            }
+            for (k, p) in chunk.clone().enumerate() {
+                let tile = &sums[k * tiles + t].0[..rows];
+                let lanes = codes.lanes(p);
+                let any = if AVX512 {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AVX512 is true only in the AVX-512 wrapper's instance.
+                    unsafe {
+                        codes::test_rows_avx512(
+                            tile,
+                            &lanes,
+                            &tile_limits[..rows],
+                            &thresholds[..rows],
+                            self.distances,
+                            &mut masks[..rows],
+                        )
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!()
+                } else {
+                    let mut any = false;
+                    for r in 0..rows {
+                        masks[r] = if tile[r].iter().any(|&i| i >= thresholds[r]) {
+                            codes::test_lanes::<FMA>(&tile[r], &lanes, &tile_limits[r])
+                        } else {
+                            0
+                        };
+                        any |= masks[r] != 0;
+                    }
+                    any
+                };
+                if !any {
+                    continue;
+                }
+                let coded = codes.coded_lanes(p);
+                for r in 0..rows {
+                    let mut mask = masks[r] & coded;
+                    while mask != 0 {
+                        let position = p * codes::LANES + mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        let q = first + r;
+                        self.rescored += self.consider(q, faces, codes.index(position));
+                        let updated = self.coded_test(q, queries, codes, ranges);
+                        limits[q] = updated;
+                        (tile_limits[r], thresholds[r]) = updated;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Scanner::code_limit`] and its integer threshold over faces within `ranges`.
+    fn coded_test(
+        &self,
+        q: usize,
+        queries: &QueryCodes,
+        codes: &FaceCodes,
+        ranges: &Ranges,
+    ) -> (CodeLimit, i32) {
+        let limit = self.code_limit(q, queries, codes);
+        (limit, limit.threshold(ranges))
+    }
+
+    /// The coded test of query `q` (like [`Scanner::limit`] for float32) for the faces of
+    /// `codes`: a face passes unless its f64 score is provably below the query's N-th score or
+    /// outside its max distance.
+    fn code_limit(&self, q: usize, queries: &QueryCodes, codes: &FaceCodes) -> CodeLimit {
+        let Some(numbers) = queries.numbers(q) else {
+            return CodeLimit::ALWAYS;
+        };
+        let p = &self.queries[q];
+        let t = self.threshold(q);
+        let dim = self.dim;
+        let ranges = codes.ranges();
+        let distance = |d2: f64| CodeLimit::distance(numbers, dim, d2, ranges);
+        match p.query.method {
+            Method::Cosine if t == f64::NEG_INFINITY => match p.query.max_distance {
+                Some(max) => distance(max * max),
+                None => CodeLimit::ALWAYS,
+            },
+            Method::Cosine => CodeLimit::cosine(numbers, dim, t),
+            Method::Euclidean => match euclidean_reach(t, p.query.max_distance) {
+                Some(d2) => distance(d2),
+                None => CodeLimit::ALWAYS,
+            },
         }
     }
 
@@ -377,7 +699,7 @@ impl Scanner {
     /// score is provably below the query's current N-th score (or outside its max distance).
     fn limit(&self, q: usize) -> Limit {
         let p = &self.queries[q];
-        let t = p.top.threshold();
+        let t = self.threshold(q);
         if !p.prunable {
             return Limit::ALWAYS;
         }
@@ -407,21 +729,10 @@ impl Scanner {
             // e = nx + nq − 2·dot has absolute error at most (γ + 3u)(|x| + |q|)²; the test
             // 2·dot ≥ nx + nq − D² − E keeps every face whose exact d² ≤ D², with E = 2(γ + 4u)
             // (xmax + |q|)² plus the rounding of the constant itself.
-            Method::Euclidean => {
-                let mut d2 = if t > 0.0 {
-                    let d = 1.0 / t - 1.0;
-                    d * d
-                } else {
-                    f64::INFINITY
-                };
-                if let Some(max) = p.query.max_distance {
-                    d2 = d2.min(max * max);
-                }
-                if d2 == f64::INFINITY {
-                    return Limit::ALWAYS;
-                }
-                self.distance_limit(nq, qn, d2)
-            }
+            Method::Euclidean => match euclidean_reach(t, p.query.max_distance) {
+                Some(d2) => self.distance_limit(nq, qn, d2),
+                None => Limit::ALWAYS,
+            },
         }
     }
 
@@ -534,6 +845,12 @@ impl Scanner {
             source,
             score,
         });
+        if let Some(floors) = &self.floors {
+            let own = p.top.threshold();
+            if own > f64::NEG_INFINITY {
+                floors.raise(q, own);
+            }
+        }
         1
     }
 
@@ -593,6 +910,48 @@ fn query_tile(level: Level) -> usize {
         Level::Avx2 => 6,
         Level::Avx512 => 8,
     }
+}
+
+/// The squared distance a euclidean query's candidates must be within: the N-th score `t`'s
+/// (`s = 1/(1+d)`, so `d = 1/t − 1`) and the max distance, whichever is tighter; None while
+/// neither limits anything.
+fn euclidean_reach(t: f64, max_distance: Option<f64>) -> Option<f64> {
+    let mut d2 = if t > 0.0 {
+        let d = 1.0 / t - 1.0;
+        d * d
+    } else {
+        f64::INFINITY
+    };
+    if let Some(max) = max_distance {
+        d2 = d2.min(max * max);
+    }
+    (d2 != f64::INFINITY).then_some(d2)
+}
+
+/// How the coded test is compiled: with fused multiply-adds on the widest vectors there are.
+#[derive(Debug, Clone, Copy)]
+enum Epilogue {
+    Plain,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The epilogue for an integer level: a portable level keeps the portable test, the others the
+/// widest float unit the CPU has.
+fn fused_epilogue(level: CodeLevel) -> Epilogue {
+    #[cfg(target_arch = "x86_64")]
+    if level != CodeLevel::Portable && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            return Epilogue::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") {
+            return Epilogue::Avx2;
+        }
+    }
+    let _ = level;
+    Epilogue::Plain
 }
 
 /// One block of faces as the caller gave it.
