@@ -1,8 +1,14 @@
 """The HTTP side of `make bench-serve` (scripts/bench-serve.sh): searches submitted to a running
-`facematch serve` through its JSON API, each timed from the POST until its server-sent event
-stream says FINISHED. Standard library only. Prints one JSON object.
+`facematch serve` through its JSON API, each timed from its POST until the server-sent event
+stream says it is FINISHED. Standard library only. Prints one JSON object.
 
-Usage: serve_bench.py URL FIRST_FACE FACES SINGLES BURST
+Three ways in:
+  single   one search at a time (POST /api/searches, then its event stream), SINGLES times;
+  batch    BURST searches in one request (POST /api/searches with an array), followed on the one
+           event stream the answer names, BATCHES times, each timed until the last is FINISHED;
+  burst    BURST searches as BURST requests sent at once from as many threads, once.
+
+Usage: serve_bench.py URL FIRST_FACE FACES SINGLES BURST BATCHES
 """
 
 import http.client
@@ -14,38 +20,51 @@ import time
 import urllib.parse
 
 
-def submit(host, port, face):
-    conn = http.client.HTTPConnection(host, port, timeout=120)
-    body = json.dumps({"face_id": face, "method": "cosine", "max_results": 10})
-    conn.request("POST", "/api/searches", body, {"content-type": "application/json"})
+def post(conn, body):
+    conn.request("POST", "/api/searches", json.dumps(body), {"content-type": "application/json"})
     response = conn.getresponse()
     created = json.loads(response.read())
     if response.status != 201:
         raise SystemExit(f"POST /api/searches: {response.status} {created}")
-    return conn, created["id"]
+    return created
 
 
-def wait_finished(conn, search_id):
-    """Reads the search's event stream on `conn` until it ends; returns the last status."""
-    conn.request("GET", f"/api/searches/{search_id}/events")
+def follow(conn, path, count):
+    """Reads the event stream at `path` on `conn` until `count` searches ended; all FINISHED?"""
+    conn.request("GET", path)
     response = conn.getresponse()
-    status = None
+    ended = {}
     for raw in response:
         line = raw.decode().strip()
         if line.startswith("data: "):
-            status = json.loads(line[6:])["status"]
-            if status in ("FINISHED", "ERROR"):
-                break
+            event = json.loads(line[6:])
+            if event["status"] in ("FINISHED", "ERROR"):
+                ended[event["id"]] = event["status"]
+                if len(ended) == count:
+                    break
     conn.close()
-    return status
+    bad = {i: s for i, s in ended.items() if s != "FINISHED"}
+    if len(ended) != count or bad:
+        raise SystemExit(f"{path}: {len(ended)} of {count} ended, not FINISHED: {bad}")
+
+
+def request(face):
+    return {"face_id": face, "method": "cosine", "max_results": 10}
 
 
 def one_search(host, port, face, started=None):
     t0 = started if started is not None else time.perf_counter()
-    conn, search_id = submit(host, port, face)
-    status = wait_finished(conn, search_id)
-    if status != "FINISHED":
-        raise SystemExit(f"search {search_id} ended {status}")
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    created = post(conn, request(face))
+    follow(conn, created["events"], 1)
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def one_batch(host, port, faces):
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    created = post(conn, [request(f) for f in faces])
+    follow(conn, created["events"], len(faces))
     return (time.perf_counter() - t0) * 1000.0
 
 
@@ -55,19 +74,25 @@ def percentile(values, p):
 
 
 def main():
-    url, first, faces, singles, burst = sys.argv[1], *map(int, sys.argv[2:6])
+    url, first, faces, singles, burst, batches = sys.argv[1], *map(int, sys.argv[2:7])
     parsed = urllib.parse.urlparse(url)
     host, port = parsed.hostname, parsed.port
+    face = lambda i: first + (i * 7919) % faces
     # Warm-up: the first search pays for connections and caches.
     one_search(host, port, first)
-    single = [one_search(host, port, first + (i * 7919) % faces) for i in range(singles)]
+    single = [one_search(host, port, face(i)) for i in range(singles)]
+
+    batch = [
+        one_batch(host, port, [first + (b * 15485863 + i * 104729) % faces for i in range(burst)])
+        for b in range(batches)
+    ]
 
     latencies = [None] * burst
     barrier = threading.Barrier(burst + 1)
 
     def worker(i):
         barrier.wait()
-        latencies[i] = one_search(host, port, first + (i * 104729) % faces, started=start)
+        latencies[i] = one_search(host, port, first + (i * 104729 + 31) % faces, started=start)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(burst)]
     for t in threads:
@@ -80,7 +105,8 @@ def main():
     print(json.dumps({
         "single_p50_ms": statistics.median(single),
         "single_p95_ms": percentile(single, 95),
-        "single_min_ms": min(single),
+        "batch_p50_ms": statistics.median(batch),
+        "batch_p95_ms": percentile(batch, 95),
         "burst": burst,
         "burst_all_finished_ms": all_done,
         "burst_p50_ms": statistics.median(latencies),

@@ -132,6 +132,7 @@ fn the_api_answers_every_endpoint_and_says_what_was_wrong() {
     for path in [
         "/api/photos",
         "/api/searches/{id}/events",
+        "/api/searches/events",
         "/api/stats",
         "/health",
     ] {
@@ -687,6 +688,210 @@ fn server_sent_events_follow_every_status_change() {
         ("FINISHED", "PENDING"),
         "{states:?}"
     );
+}
+
+/// Reads `status` events from the stream at `path` until it ends: `(id, status)` in order.
+fn read_stream(server: &Server, path: &str) -> Vec<(i64, String)> {
+    let response = http().get(server.at(path)).send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    BufReader::new(response)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| line.strip_prefix("data: ").map(str::to_string))
+        .map(|data| {
+            let event: Value = serde_json::from_str(&data).unwrap();
+            (
+                event["id"].as_i64().unwrap(),
+                event["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Searches submitted together in one request: all or none queued, answered by one pass, and
+/// followed to the end on one event stream.
+#[test]
+fn a_batch_is_queued_in_one_request_answered_together_and_followed_on_one_stream() {
+    let env = TestEnv::new();
+    env.synth("batch", [100, 5, 16, 2, 1], &[]);
+    let faces = env.ref_faces("ORDER BY f.id", &[]);
+    // Each pass waits before writing: long enough for a stream to see RUNNING.
+    let server = Server::start(&env, &[], &[("FACEMATCH_FAULT", "pause-before-write:500")]);
+    let client = http();
+    let post = |body: Value| {
+        client
+            .post(server.at("/api/searches"))
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let histories = || -> i64 {
+        env.db
+            .client()
+            .query_one("SELECT count(*) FROM histories", &[])
+            .unwrap()
+            .get(0)
+    };
+
+    // A batch with one bad search queues none of them, and says which one was wrong.
+    let before = env.db.snapshot();
+    let (a, b) = (faces[3].id, faces[77].id);
+    assert_error(
+        post(json!([{ "face_id": a }, { "face_id": 987654321 }, { "face_id": b }])),
+        StatusCode::NOT_FOUND,
+        "search 2 of 3: face 987654321 does not exist",
+    );
+    assert_error(
+        post(json!([{ "face_id": a }, { "face_id": b, "method": "manhattan" }])),
+        StatusCode::BAD_REQUEST,
+        "search 2 of 2",
+    );
+    assert_error(
+        post(json!([{ "face_id": a }, { "face": b }])),
+        StatusCode::BAD_REQUEST,
+        "not an array of search requests",
+    );
+    assert_error(post(json!([])), StatusCode::BAD_REQUEST, "1 to 1000");
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({ "face_id": a })).collect();
+    assert_error(
+        post(json!(too_many)),
+        StatusCode::BAD_REQUEST,
+        "1001 searches",
+    );
+    assert_eq!(
+        env.db.snapshot(),
+        before,
+        "a refused batch changed the database"
+    );
+    assert_eq!(histories(), 0);
+
+    // Five searches, of both methods and every filter, in one request.
+    let asked: Vec<(i64, &str, &str, usize)> = vec![
+        (faces[0].id, "cosine", "all", 7),
+        (faces[123].id, "euclidean", "all", 5),
+        (faces[250].id, "cosine", "actor", 3),
+        (faces[333].id, "euclidean", "user", 4),
+        (faces[499].id, "cosine", "all", 1),
+    ];
+    let body: Vec<Value> = asked
+        .iter()
+        .map(|(face, method, filter, n)| {
+            json!({ "face_id": face, "method": method, "filter": filter, "max_results": n })
+        })
+        .collect();
+    let created = post(json!(body));
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().unwrap();
+    let ids: Vec<i64> = created["searches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["status"], "PENDING");
+            s["id"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in the order asked: {ids:?}"
+    );
+    let events_path = created["events"].as_str().unwrap().to_string();
+    let stream = read_stream(&server, &events_path);
+    // Every search's first event is its status when the stream opened; each ends FINISHED,
+    // after RUNNING unless it had finished before the stream opened, and the stream ends there.
+    for id in &ids {
+        let mine: Vec<&str> = stream
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        assert!(
+            matches!(
+                mine.as_slice(),
+                ["PENDING", "RUNNING", "FINISHED"] | ["RUNNING", "FINISHED"] | ["FINISHED"]
+            ),
+            "search {id}: {mine:?} in {stream:?}"
+        );
+    }
+    assert_eq!(
+        stream.last().map(|(_, s)| s.as_str()),
+        Some("FINISHED"),
+        "{stream:?}"
+    );
+    // One pass answered them all, each equal to the f64 reference.
+    let runs: Vec<i64> = env
+        .db
+        .client()
+        .query(
+            "SELECT DISTINCT run_id FROM histories WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(runs.len(), 1, "answered by runs {runs:?}");
+    for (id, (face, method, filter, n)) in ids.iter().zip(&asked) {
+        let query = faces.iter().find(|f| f.id == *face).unwrap();
+        let want = reference::top_n(
+            &faces,
+            &RefQuery {
+                method,
+                filter,
+                max_results: *n,
+                exclude: Some(*face),
+                max_distance: None,
+                encoding: query.encoding.clone(),
+            },
+        );
+        let view = wait_finished(&server, *id);
+        let got: Vec<(i64, f64)> = view["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["face_id"].as_i64().unwrap(), i["score"].as_f64().unwrap()))
+            .collect();
+        reference::assert_same(&got, &want, &format!("search {id}"));
+    }
+
+    // The stream of searches that have all ended: their statuses, then it closes.
+    assert_eq!(
+        read_stream(&server, &events_path),
+        ids.iter()
+            .map(|id| (*id, "FINISHED".to_string()))
+            .collect::<Vec<_>>()
+    );
+    // Ids it cannot follow.
+    assert_error(
+        client
+            .get(server.at(&format!("/api/searches/events?ids={},424242", ids[0])))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "search 424242 does not exist",
+    );
+    assert_error(
+        client
+            .get(server.at("/api/searches/events?ids=1,x"))
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "\"x\" is not a search id",
+    );
+    let thousand_and_one: Vec<String> = (1..=1001).map(|i| i.to_string()).collect();
+    assert_error(
+        client
+            .get(server.at(&format!(
+                "/api/searches/events?ids={}",
+                thousand_and_one.join(",")
+            )))
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "1001 ids",
+    );
+    assert!(server.stop().success());
 }
 
 #[test]

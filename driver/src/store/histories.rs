@@ -668,17 +668,24 @@ pub fn status(client: &mut Client, id: i64) -> Result<Option<String>> {
         .map(|r| r.get(0)))
 }
 
-/// The statuses of those of `ids` that exist.
+/// The status (and attempts) of those of `ids` that exist, as a notification would carry it.
 pub fn statuses(
     client: &mut Client,
     ids: &[i64],
-) -> Result<std::collections::HashMap<i64, String>> {
+) -> Result<std::collections::HashMap<i64, super::notify::StatusChange>> {
     Ok(client
         .query(
-            "SELECT id, status FROM histories WHERE id = ANY($1)",
+            "SELECT id, status, attempts FROM histories WHERE id = ANY($1)",
             &[&ids],
         )?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| {
+            let change = super::notify::StatusChange {
+                id: r.get(0),
+                status: r.get(1),
+                attempts: r.get(2),
+            };
+            (change.id, change)
+        })
         .collect())
 }

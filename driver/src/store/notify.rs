@@ -32,6 +32,22 @@ pub struct StatusChange {
     pub id: i64,
     /// The new status.
     pub status: String,
+    /// `histories.attempts` with it (migration V8).
+    #[serde(default)]
+    pub attempts: i32,
+}
+
+impl StatusChange {
+    /// Where the change comes in the history's life: later changes have larger keys. Each claim
+    /// adds an attempt; within one, RUNNING comes first, then a requeue's PENDING or the end.
+    pub fn order(&self) -> (i32, u8) {
+        let step = match self.status.as_str() {
+            "RUNNING" => 0,
+            "PENDING" => 1,
+            _ => 2,
+        };
+        (self.attempts, step)
+    }
 }
 
 impl Notice {
@@ -114,4 +130,33 @@ fn wait_on(client: &mut Client, timeout: Duration) -> Result<Vec<Notice>> {
             payload: n.payload().to_string(),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_s_changes_order_through_requeues() {
+        let change = |status: &str, attempts| StatusChange {
+            id: 1,
+            status: status.into(),
+            attempts,
+        };
+        // Inserted, claimed, requeued by a dead run, claimed again, finished.
+        let life = [
+            change("PENDING", 0),
+            change("RUNNING", 1),
+            change("PENDING", 1),
+            change("RUNNING", 2),
+            change("FINISHED", 2),
+        ];
+        assert!(life.windows(2).all(|w| w[0].order() < w[1].order()));
+        let notice = Notice {
+            channel: HISTORY_STATUS.into(),
+            payload: r#"{"id": 7, "status": "RUNNING"}"#.into(),
+        };
+        // A V7 payload (no attempts) still reads.
+        assert_eq!(notice.status_change().map(|c| c.attempts), Some(0));
+    }
 }

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use facematch_datasets::DatasetError;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use utoipa::{OpenApi, ToSchema};
@@ -753,7 +754,9 @@ async fn searches_events(
 }
 
 /// The status of `ids` now, then each change, until all are final. Subscribed before the
-/// statuses are read, so a change in between is not missed.
+/// statuses are read, so a change in between is not missed; a notification older than what was
+/// already sent for its history (committed before the read, delivered after it) is dropped, by
+/// the order of [`StatusChange::order`].
 async fn status_stream(state: Arc<AppState>, ids: Vec<i64>) -> Result<Response, ApiError> {
     let changes = state.events.subscribe();
     let wanted = ids.clone();
@@ -765,55 +768,53 @@ async fn status_stream(state: Arc<AppState>, ids: Vec<i64>) -> Result<Response, 
             "search {missing} does not exist"
         )));
     }
-    let open: std::collections::HashSet<i64> = now
-        .iter()
-        .filter(|(_, status)| !super::events::is_final(status))
-        .map(|(id, _)| *id)
+    // Per history still going: the order of the last change sent.
+    let open: HashMap<i64, (i32, u8)> = now
+        .values()
+        .filter(|c| !super::events::is_final(&c.status))
+        .map(|c| (c.id, c.order()))
         .collect();
-    let first: std::collections::VecDeque<StatusChange> = ids
-        .iter()
-        .map(|id| StatusChange {
-            id: *id,
-            status: now[id].clone(),
-        })
-        .collect();
+    let first: VecDeque<StatusChange> = ids.iter().map(|id| now[id].clone()).collect();
     let stream = futures_util::stream::unfold(
         (first, changes, open),
-        |(mut pending, mut changes, mut open)| {
-            async move {
-                let change = match pending.pop_front() {
-                    Some(change) => change,
-                    None => loop {
-                        if open.is_empty() {
-                            return None;
-                        }
-                        // A server asked to stop ends its streams (the browser reconnects to
-                        // the next one): graceful shutdown waits for every open connection.
-                        if crate::signals::stop_requested() {
-                            return None;
-                        }
-                        match tokio::time::timeout(STOP_CHECK, changes.recv()).await {
-                            Err(_) => continue,
-                            Ok(Ok(change)) if open.contains(&change.id) => break change,
-                            Ok(Ok(_)) => continue,
-                            // Fell behind the hub: end, and the client's reconnection reads
-                            // the statuses afresh.
-                            Ok(Err(_)) => return None,
-                        }
-                    },
-                };
-                if super::events::is_final(&change.status) {
-                    open.remove(&change.id);
-                }
-                let event = Event::default()
-                    .event("status")
-                    .json_data(StatusEvent {
-                        id: change.id,
-                        status: change.status,
-                    })
-                    .unwrap_or_else(|_| Event::default().event("status"));
-                Some((Ok::<_, Infallible>(event), (pending, changes, open)))
+        |(mut pending, mut changes, mut open)| async move {
+            let change = match pending.pop_front() {
+                Some(change) => change,
+                None => loop {
+                    if open.is_empty() {
+                        return None;
+                    }
+                    // A server asked to stop ends its streams (the browser reconnects to the
+                    // next one): graceful shutdown waits for every open connection.
+                    if crate::signals::stop_requested() {
+                        return None;
+                    }
+                    match tokio::time::timeout(STOP_CHECK, changes.recv()).await {
+                        Err(_) => continue,
+                        Ok(Ok(change)) => match open.get_mut(&change.id) {
+                            Some(last) if change.order() > *last => {
+                                *last = change.order();
+                                break change;
+                            }
+                            _ => continue,
+                        },
+                        // Fell behind the hub: end, and the client's reconnection reads the
+                        // statuses afresh.
+                        Ok(Err(_)) => return None,
+                    }
+                },
+            };
+            if super::events::is_final(&change.status) {
+                open.remove(&change.id);
             }
+            let event = Event::default()
+                .event("status")
+                .json_data(StatusEvent {
+                    id: change.id,
+                    status: change.status,
+                })
+                .unwrap_or_else(|_| Event::default().event("status"));
+            Some((Ok::<_, Infallible>(event), (pending, changes, open)))
         },
     );
     Ok(Sse::new(stream)

@@ -391,13 +391,15 @@ impl Scanner {
         sums.resize(chunk_panels * tiles, Sums::default());
         let mut limits = std::mem::take(&mut self.code_limits);
         limits.clear();
+        limits.extend((0..self.queries.len()).map(|q| (self.code_limit(q, &queries, codes), 0)));
+        let mut made_for: Vec<f64> = (0..self.queries.len()).map(|q| self.threshold(q)).collect();
         let mut block = usize::MAX;
         let fused = fused_epilogue(self.code_level);
         for start in (0..codes.panels()).step_by(chunk_panels) {
             let chunk = start..(start + chunk_panels).min(codes.panels());
             if start / codes::BLOCK_PANELS != block {
                 block = start / codes::BLOCK_PANELS;
-                self.enter_block(&queries, codes, block, &mut limits);
+                self.enter_block(&queries, codes, block, &mut limits, &mut made_for);
             }
             let ranges = codes.block_ranges(block);
             match fused {
@@ -475,18 +477,27 @@ impl Scanner {
         self.coded_chunk::<true, true>(faces, codes, ranges, queries, chunk, sums, limits)
     }
 
-    /// Computes every query's coded limit (for the batch) and its integer threshold (for block
-    /// `block`, whose faces' numbers are narrower than the batch's).
+    /// Brings every query's coded limit up to date (it changes only when the query's N-th
+    /// score rose: here through a consider, or through another worker's floor) and computes its
+    /// integer threshold for block `block`, whose faces' numbers are narrower than the batch's.
+    /// `limits` holds, per query, the limit, its threshold and the N-th score it was made for.
     fn enter_block(
         &self,
         queries: &QueryCodes,
         codes: &FaceCodes,
         block: usize,
-        limits: &mut Vec<(CodeLimit, i32)>,
+        limits: &mut [(CodeLimit, i32)],
+        made_for: &mut [f64],
     ) {
         let ranges = codes.block_ranges(block);
-        limits.clear();
-        limits.extend((0..self.queries.len()).map(|q| self.coded_test(q, queries, codes, ranges)));
+        for (q, (limit, threshold)) in limits.iter_mut().enumerate() {
+            let t = self.threshold(q);
+            if t != made_for[q] {
+                made_for[q] = t;
+                *limit = self.code_limit(q, queries, codes);
+            }
+            *threshold = limit.threshold(ranges);
+        }
     }
 
     /// One chunk of panels (inside one block, whose numbers are `ranges`) against every query:
@@ -558,25 +569,14 @@ impl Scanner {
                         mask &= mask - 1;
                         let q = first + r;
                         self.rescored += self.consider(q, faces, codes.index(position));
-                        let updated = self.coded_test(q, queries, codes, ranges);
+                        let limit = self.code_limit(q, queries, codes);
+                        let updated = (limit, limit.threshold(ranges));
                         limits[q] = updated;
                         (tile_limits[r], thresholds[r]) = updated;
                     }
                 }
             }
         }
-    }
-
-    /// [`Scanner::code_limit`] and its integer threshold over faces within `ranges`.
-    fn coded_test(
-        &self,
-        q: usize,
-        queries: &QueryCodes,
-        codes: &FaceCodes,
-        ranges: &Ranges,
-    ) -> (CodeLimit, i32) {
-        let limit = self.code_limit(q, queries, codes);
-        (limit, limit.threshold(ranges))
     }
 
     /// The coded test of query `q` (like [`Scanner::limit`] for float32) for the faces of
