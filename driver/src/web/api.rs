@@ -64,6 +64,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         SearchSubmission,
         SearchCreated,
         SearchesCreated,
+        SubmissionCreated,
         SearchView,
         ItemView,
         StatusEvent,
@@ -168,6 +169,16 @@ pub enum SearchSubmission {
 
 /// Most searches one request may queue (and one event stream follow).
 pub const MAX_BATCH: usize = 1000;
+
+/// What `POST /api/searches` answers: one search queued, or several.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SubmissionCreated {
+    /// For one search.
+    One(SearchCreated),
+    /// For an array.
+    Many(SearchesCreated),
+}
 
 /// Searches queued together.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -575,7 +586,7 @@ fn refusal_error(refusal: &Refusal, message: String) -> ApiError {
 /// Queue a search, or several at once (an array, answered together): the engine claims and
 /// answers them at once.
 #[utoipa::path(post, path = "/api/searches", request_body = SearchSubmission, responses(
-    (status = 201, description = "One search queued (`SearchCreated`), or several (`SearchesCreated`)", body = SearchCreated),
+    (status = 201, description = "One search queued (`SearchCreated`), or several (`SearchesCreated`)", body = SubmissionCreated),
     (status = 400, description = "A parameter is invalid (the message names it, and which search of a batch); nothing was queued", body = ErrorBody),
     (status = 404, description = "A query face does not exist; nothing was queued", body = ErrorBody),
 ))]

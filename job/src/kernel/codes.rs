@@ -74,35 +74,41 @@ pub struct Coded {
 /// is outside the range where the bound holds (a value not finite, a squared norm outside the
 /// float32 path's safe range): such a face or query is always scored exactly.
 pub fn quantize(x: &[f32], codes: &mut [i8]) -> Option<Coded> {
-    let mut max = 0.0f64;
-    let mut norm2 = 0.0f64;
-    for &v in x {
-        if !v.is_finite() {
-            return None;
+    // Sums in 8 lanes, so that the loops vectorize (the bounds below hold in any order); a NaN
+    // or an infinity makes the squared norm NaN or infinite.
+    const L: usize = 8;
+    let (mut max, mut norm2) = ([0.0f64; L], [0.0f64; L]);
+    for chunk in x.chunks(L) {
+        for (i, &v) in chunk.iter().enumerate() {
+            let v = v as f64;
+            max[i] = max[i].max(v.abs());
+            norm2[i] += v * v;
         }
-        let v = v as f64;
-        max = max.max(v.abs());
-        norm2 += v * v;
     }
-    if !SAFE_NORM2.contains(&(norm2 as f32)) || !codable(x.len()) {
+    let max = max.into_iter().fold(0.0f64, f64::max);
+    let norm2: f64 = norm2.into_iter().sum();
+    if !norm2.is_finite() || !SAFE_NORM2.contains(&(norm2 as f32)) || !codable(x.len()) {
         return None;
     }
     let scale = (max / 127.0) as f32;
     let a = scale as f64;
     // Any integer code is sound (the residual below is exact); the nearest one keeps it small.
     let inv = 1.0 / a;
-    let mut residual2 = 0.0f64;
-    for (&v, code) in x.iter().zip(codes.iter_mut()) {
-        let y = v as f64 * inv;
-        // Rounding half away from zero by truncation: no libm call on the baseline target.
-        let c = ((y + 0.5f64.copysign(y)) as i32).clamp(-127, 127) as f64;
-        *code = c as i8;
-        // Exact: a has 24 significant bits and c 7, and where c ≠ 0, |v| ≥ a/2.
-        let r = v as f64 - a * c;
-        residual2 += r * r;
+    let mut residual2 = [0.0f64; L];
+    for (xs, cs) in x.chunks(L).zip(codes.chunks_mut(L)) {
+        for (i, (&v, code)) in xs.iter().zip(cs.iter_mut()).enumerate() {
+            let y = v as f64 * inv;
+            // Rounding half away from zero by truncation: no libm call on the baseline target.
+            let c = ((y + 0.5f64.copysign(y)) as i32).clamp(-127, 127) as f64;
+            *code = c as i8;
+            // Exact: a has 24 significant bits and c 7, and where c ≠ 0, |v| ≥ a/2.
+            let r = v as f64 - a * c;
+            residual2[i] += r * r;
+        }
     }
+    let residual2: f64 = residual2.into_iter().sum();
     // Each sum of n squares (exact products of ≤ 32-bit numbers rounded once) is within
-    // (n + 1)·u of the exact sum; the square root adds half an ulp.
+    // (n + 1)·u of the exact sum in any order; the square root adds half an ulp.
     let rel = (x.len() + 4) as f64 * f64::EPSILON;
     let norm = norm2.sqrt();
     Some(Coded {
