@@ -580,27 +580,13 @@ fn the_api_answers_every_endpoint_and_says_what_was_wrong() {
     assert!(status.success(), "serve exited with {status}");
 }
 
-/// Reads `status` events from an SSE stream until it ends.
+/// Reads the `status` events of search `id`'s own stream until it ends.
 fn read_events(server: &Server, id: i64) -> Vec<String> {
-    let response = http()
-        .get(server.at(&format!("/api/searches/{id}/events")))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    BufReader::new(response)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|line| line.strip_prefix("data: ").map(str::to_string))
-        .map(|data| {
-            let event: Value = serde_json::from_str(&data).unwrap();
-            assert_eq!(event["id"], id);
-            event["status"].as_str().unwrap().to_string()
+    read_stream(server, &format!("/api/searches/{id}/events"))
+        .into_iter()
+        .map(|(of, status)| {
+            assert_eq!(of, id);
+            status
         })
         .collect()
 }
@@ -694,6 +680,12 @@ fn server_sent_events_follow_every_status_change() {
 fn read_stream(server: &Server, path: &str) -> Vec<(i64, String)> {
     let response = http().get(server.at(path)).send().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     BufReader::new(response)
         .lines()
         .map_while(Result::ok)

@@ -40,19 +40,28 @@ impl Level {
             let available: Vec<Level> = Level::ALL.into_iter().filter(|l| l.available()).collect();
             super::fastest(&available)
         });
-        match std::env::var("FACEMATCH_KERNEL").ok().as_deref() {
-            Some(name) => match name.parse::<Level>() {
-                Ok(level) if level.available() => level,
-                _ => {
-                    tracing::warn!(
-                        requested = name,
-                        using = ?best,
-                        "FACEMATCH_KERNEL names no level this CPU runs"
-                    );
-                    best
-                }
-            },
-            None => best,
+        forced("FACEMATCH_KERNEL", best, Level::available)
+    }
+}
+
+/// The level the environment variable `var` names if this CPU runs it, else `best` (with a
+/// warning when it names one that cannot run here).
+pub(super) fn forced<L>(var: &str, best: L, available: fn(L) -> bool) -> L
+where
+    L: std::str::FromStr + std::fmt::Display + Copy,
+{
+    let Ok(name) = std::env::var(var) else {
+        return best;
+    };
+    match name.parse::<L>() {
+        Ok(level) if available(level) => level,
+        _ => {
+            tracing::warn!(
+                requested = name,
+                using = %best,
+                "{var} names no level this CPU runs"
+            );
+            best
         }
     }
 }

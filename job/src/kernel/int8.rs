@@ -8,7 +8,8 @@
 //! - [`CodeLevel::Avx2`] and [`CodeLevel::Portable`]: the same plain Rust, vectorised by the
 //!   compiler for AVX2 or for the baseline target.
 //!
-//! Sums are written as tiles of 16 query rows × 16 face lanes ([`Sums`]), one per panel.
+//! Sums are written as tiles of 16 query rows × 16 face lanes ([`Sums`]), one per panel and
+//! query tile.
 
 use super::codes::{FaceCodes, LANES, QueryCodes, STEP};
 
@@ -64,20 +65,7 @@ impl CodeLevel {
             .rev()
             .find(|l| l.available())
             .unwrap_or(CodeLevel::Portable);
-        match std::env::var("FACEMATCH_CODE_KERNEL").ok().as_deref() {
-            Some(name) => match name.parse::<CodeLevel>() {
-                Ok(level) if level.available() => level,
-                _ => {
-                    tracing::warn!(
-                        requested = name,
-                        using = %best,
-                        "FACEMATCH_CODE_KERNEL names no level this CPU runs"
-                    );
-                    best
-                }
-            },
-            None => best,
-        }
+        super::dispatch::forced("FACEMATCH_CODE_KERNEL", best, CodeLevel::available)
     }
 }
 
