@@ -4,7 +4,8 @@
 //! encodings) and extreme norms (the kernel's f64-only path).
 
 use facematch_datasets::{DatasetWriter, FaceRecord, FaceSource, Storage};
-use facematch_job::kernel::{Level, Scanner};
+use facematch_job::kernel::codes::FaceCodes;
+use facematch_job::kernel::{CodeLevel, Level, Scanner};
 use facematch_job::{JobSpec, Match, Method, Query, SourceFilter, run_job, validate_params};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -151,7 +152,17 @@ fn scan_in_batches_at(
     dim: usize,
     sizes: &[usize],
 ) -> Vec<(i64, Vec<Match>)> {
-    let mut scanner = Scanner::with_level(queries, dim, level);
+    scan_batches(Scanner::with_level(queries, dim, level), None, faces, sizes)
+}
+
+/// Feeds `faces` to `scanner` in batches of the given sizes (cycling), each coded in int8 and
+/// scanned with its codes when `coded` (as a resident dataset is).
+fn scan_batches(
+    mut scanner: Scanner,
+    coded: Option<usize>,
+    faces: &[FaceRecord],
+    sizes: &[usize],
+) -> Vec<(i64, Vec<Match>)> {
     let mut rest = faces;
     let mut k = 0;
     while !rest.is_empty() {
@@ -162,7 +173,13 @@ fn scan_in_batches_at(
             .iter()
             .flat_map(|f| f.encoding.iter().copied())
             .collect();
-        scanner.scan(&ids, &sources, &values);
+        match coded {
+            Some(dim) => {
+                let codes = FaceCodes::new(&values, dim);
+                scanner.scan_coded(&ids, &sources, &values, &codes)
+            }
+            None => scanner.scan(&ids, &sources, &values),
+        }
         rest = tail;
         k += 1;
     }
@@ -189,6 +206,21 @@ proptest! {
             for (q, (history, got)) in queries.iter().zip(&results) {
                 prop_assert_eq!(*history, q.history_id);
                 assert_matches(got, &reference(&faces, q), &format!("{level}: {q:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_int8_path_equals_the_f64_reference((dim, faces, queries, sizes) in arb_case()) {
+        let faces = dedup_ids(faces);
+        // Every integer level this CPU has (the CI machine has all four).
+        for level in CodeLevel::ALL.into_iter().filter(|l| l.available()) {
+            let scanner = Scanner::new(&queries, dim).with_code_level(level);
+            let results = scan_batches(scanner, Some(dim), &faces, &sizes);
+            prop_assert_eq!(results.len(), queries.len());
+            for (q, (history, got)) in queries.iter().zip(&results) {
+                prop_assert_eq!(*history, q.history_id);
+                assert_matches(got, &reference(&faces, q), &format!("int8 {level}: {q:?}"));
             }
         }
     }
