@@ -82,6 +82,7 @@ impl Case {
             for (a, b) in pieces {
                 path.scan(
                     &mut scanner,
+                    self.dim,
                     &self.ids[a..b],
                     &self.sources[a..b],
                     &values[a * self.dim..b * self.dim],
@@ -123,12 +124,11 @@ impl Path {
         }
     }
 
-    fn scan(self, scanner: &mut Scanner, ids: &[i64], sources: &[u8], values: &[f32]) {
+    fn scan(self, scanner: &mut Scanner, dim: usize, ids: &[i64], sources: &[u8], values: &[f32]) {
         match self {
             Path::Float(_) => scanner.scan(ids, sources, values),
             Path::Coded(_) => {
-                let dim = values.len() / ids.len().max(1);
-                let codes = FaceCodes::new(values, dim.max(1));
+                let codes = FaceCodes::new(values, dim);
                 scanner.scan_coded(ids, sources, values, &codes)
             }
         }

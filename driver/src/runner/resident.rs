@@ -55,6 +55,8 @@ impl ResidentRunner {
             dataset = %manifest.dataset_ref(),
             faces = manifest.count,
             bytes = fresh.encoding_bytes(),
+            code_bytes = fresh.code_bytes(),
+            code_kernel = %facematch_job::kernel::CodeLevel::detect(),
             ms = started.elapsed().as_millis() as u64,
             "dataset loaded into memory"
         );

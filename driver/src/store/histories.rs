@@ -83,14 +83,8 @@ pub fn submit_all(client: &mut Client, batch: &[Submission]) -> Result<Vec<i64>,
             },
         )?;
     }
-    let column = |f: fn(&Submission) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
-    let (users, faces) = (
-        batch
-            .iter()
-            .map(|s| s.user_id)
-            .collect::<Vec<Option<i64>>>(),
-        column(|s| s.face_id),
-    );
+    let users: Vec<Option<i64>> = batch.iter().map(|s| s.user_id).collect();
+    let faces: Vec<i64> = batch.iter().map(|s| s.face_id).collect();
     let methods: Vec<&str> = batch.iter().map(|s| s.method.as_str()).collect();
     let filters: Vec<&str> = batch.iter().map(|s| s.filter.as_str()).collect();
     let limits: Vec<i32> = batch.iter().map(|s| s.max_results as i32).collect();

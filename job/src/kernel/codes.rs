@@ -365,8 +365,6 @@ pub struct QueryNumbers {
     pub norm2: f64,
     /// An upper bound on `‖q − b·d‖`.
     pub residual_hi: f64,
-    /// `−128·Σd`: the integer sums start there, so that summing `d·(c + 128)` gives `d·c`.
-    pub start: i32,
 }
 
 /// The queries of one scan, coded: rows of `padded_dim` signed codes, padded with zero rows to
@@ -378,9 +376,9 @@ pub struct QueryCodes {
     /// Per query: its numbers, or None if it is outside the range where the bound holds (every
     /// face is then a candidate for it).
     numbers: Vec<Option<QueryNumbers>>,
-    /// Per query, padded like the rows: the integer sums' start.
-    starts: Vec<i32>,
-    /// The starts as one AMX tile per 16 queries (each row its query's start, 16 times).
+    /// Where each query's integer sums start, `−128·Σd`, so that summing `d·(c + 128)` gives
+    /// `d·c`: one AMX tile per 16 queries, each row its query's start 16 times (zero for
+    /// padding rows).
     start_tiles: Vec<super::int8::Sums>,
 }
 
@@ -395,13 +393,11 @@ impl QueryCodes {
             stride,
             rows: vec![Line([0; 64]); padded * stride / 64],
             numbers: Vec::with_capacity(count),
-            starts: vec![0; padded],
             start_tiles: vec![super::int8::Sums::default(); padded / 16],
         };
         let mut row = vec![0i8; dim];
         for (i, q) in queries.enumerate() {
             let numbers = quantize(q, &mut row).map(|coded| {
-                let sum: i64 = row.iter().map(|&c| c as i64).sum();
                 let norm2: i64 = row.iter().map(|&c| c as i64 * c as i64).sum();
                 QueryNumbers {
                     scale: coded.scale as f64,
@@ -409,23 +405,22 @@ impl QueryCodes {
                     norm: coded.norm,
                     norm2: coded.norm2,
                     residual_hi: coded.residual_hi,
-                    start: (-128 * sum) as i32,
                 }
             });
-            if let Some(n) = &numbers {
+            if numbers.is_some() {
                 let bytes = codes.row_mut(i);
                 for (b, &c) in bytes.iter_mut().zip(&row) {
                     *b = c as u8;
                 }
-                codes.starts[i] = n.start;
-                codes.start_tiles[i / 16].0[i % 16] = [n.start; LANES];
+                let sum: i64 = row.iter().map(|&c| c as i64).sum();
+                codes.start_tiles[i / 16].0[i % 16] = [(-128 * sum) as i32; LANES];
             }
             codes.numbers.push(numbers);
         }
         codes
     }
 
-    /// The starts as AMX tiles, one per 16 queries.
+    /// Where the integer sums start, as AMX tiles, one per 16 queries.
     pub fn start_tiles(&self) -> &[super::int8::Sums] {
         &self.start_tiles
     }
@@ -462,7 +457,7 @@ impl QueryCodes {
 
     /// Where the integer sum of row `i` starts.
     pub fn start(&self, i: usize) -> i32 {
-        self.starts[i]
+        self.start_tiles[i / 16].0[i % 16][0]
     }
 
     /// Query `i`'s numbers (None: not coded, every face is its candidate).
@@ -621,7 +616,9 @@ pub unsafe fn test_rows_avx512(
     use std::arch::x86_64::*;
     // SAFETY: every pointer is to 16 f32 or i32 (arrays of LANES).
     unsafe {
-        // Nearly always no row has a sum at its threshold: one compare per row, no branch.
+        // Nearly always no row has a sum at its threshold: one compare per row and one OR, no
+        // branch. The rare tile where one has is compared again row by row below; keeping
+        // which rows reached here made the common case slower (a test and a shift per row).
         let mut reached: u16 = 0;
         for (row, threshold) in sums.iter().zip(thresholds) {
             let i = _mm512_loadu_si512(row.as_ptr() as *const __m512i);

@@ -152,8 +152,21 @@ fn used_lines(faces: &FaceCodes) -> usize {
     faces.dim().div_ceil(4)
 }
 
-/// For each panel, each query tile: `one::<R>(first row, rows, panel, out)` with `R` the
-/// smallest of 1, 2, 4, 8, 16 that holds the tile's rows, so a few queries cost a few rows.
+/// `kernel::<R>(args…)` with `R` the smallest of 1, 2, 4, 8, 16 that holds `rows`.
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident($($arg:expr),*)) => {
+        match $rows {
+            1 => $kernel::<1>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            3 | 4 => $kernel::<4>($($arg),*),
+            5..=8 => $kernel::<8>($($arg),*),
+            _ => $kernel::<16>($($arg),*),
+        }
+    };
+}
+
+/// For each panel, each query tile: `one(first row, rows, panel, out)`; the levels pick their
+/// kernel by the tile's rows ([`by_rows`]), so a few queries cost a few rows.
 #[inline(always)]
 fn each_tile(
     queries: &QueryCodes,
@@ -189,12 +202,8 @@ fn generic_dispatch(
     panels: std::ops::Range<usize>,
     out: &mut [Sums],
 ) {
-    each_tile(queries, panels, out, |first, rows, p, sums| match rows {
-        1 => generic::<1>(queries, first, faces, p, sums),
-        2 => generic::<2>(queries, first, faces, p, sums),
-        3 | 4 => generic::<4>(queries, first, faces, p, sums),
-        5..=8 => generic::<8>(queries, first, faces, p, sums),
-        _ => generic::<16>(queries, first, faces, p, sums),
+    each_tile(queries, panels, out, |first, rows, p, sums| {
+        by_rows!(rows, generic(queries, first, faces, p, sums))
     })
 }
 
@@ -239,15 +248,7 @@ mod vnni {
     ) {
         each_tile(queries, panels, out, |first, rows, p, sums| {
             // SAFETY: this function runs only where the CPU has AVX-512 VNNI.
-            unsafe {
-                match rows {
-                    1 => kernel::<1>(queries, first, faces, p, sums),
-                    2 => kernel::<2>(queries, first, faces, p, sums),
-                    3 | 4 => kernel::<4>(queries, first, faces, p, sums),
-                    5..=8 => kernel::<8>(queries, first, faces, p, sums),
-                    _ => kernel::<16>(queries, first, faces, p, sums),
-                }
-            }
+            unsafe { by_rows!(rows, kernel(queries, first, faces, p, sums)) }
         })
     }
 
