@@ -3,9 +3,10 @@
 //! so the peers (numpy, FAISS, pgvector) score exactly what facematch scores.
 
 use anyhow::{Context, Result};
-use facematch_job::kernel::codes::FaceCodes;
+use facematch_datasets::ShardBatch;
 use facematch_job::kernel::synthetic::{self, SeededValues};
 use facematch_job::kernel::{CodeLevel, Level, Scanner};
+use facematch_job::resident::ResidentBatch;
 use facematch_job::{MaxResults, Method};
 use npyz::WriterBuilder;
 use serde::Serialize;
@@ -85,10 +86,20 @@ pub fn time_kernel(
     let count = faces.len() / dim;
     let ids: Vec<i64> = (0..count as i64).collect();
     let sources = vec![b'A'; count];
-    let codes: Vec<FaceCodes> = match path {
+    // Coded pieces are held as `serve` holds a dataset: faces placed in their codes' order.
+    let coded: Vec<ResidentBatch> = match path {
         KernelPath::Coded(_) => faces
             .chunks(PIECE * dim)
-            .map(|piece| FaceCodes::new(piece, dim))
+            .zip(ids.chunks(PIECE))
+            .map(|(piece, ids)| {
+                let batch = ShardBatch {
+                    face_ids: ids.to_vec(),
+                    sources: vec![b'A'; ids.len()],
+                    encodings: piece.to_vec().into(),
+                    first_row: 0,
+                };
+                ResidentBatch::new(batch, dim)
+            })
             .collect(),
         KernelPath::Float(_) => Vec::new(),
     };
@@ -108,11 +119,21 @@ pub fn time_kernel(
                 };
                 for (i, start) in (0..count).step_by(PIECE).enumerate() {
                     let end = (start + PIECE).min(count);
-                    let (ids, sources) = (&ids[start..end], &sources[start..end]);
-                    let values = &faces[start * dim..end * dim];
-                    match path {
-                        KernelPath::Float(_) => scanner.scan(ids, sources, values),
-                        KernelPath::Coded(_) => scanner.scan_coded(ids, sources, values, &codes[i]),
+                    match coded.get(i) {
+                        Some(ResidentBatch {
+                            batch,
+                            codes: Some(codes),
+                        }) => scanner.scan_coded(
+                            &batch.face_ids,
+                            &batch.sources,
+                            batch.values(),
+                            codes,
+                        ),
+                        _ => scanner.scan(
+                            &ids[start..end],
+                            &sources[start..end],
+                            &faces[start * dim..end * dim],
+                        ),
                     }
                 }
                 rescored = scanner.rescored();

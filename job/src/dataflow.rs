@@ -3,7 +3,8 @@
 //! Each worker turns its own shards (see [`crate::assign`]) into a stream, streams each shard from
 //! storage batch by batch through the [`Scanner`](crate::kernel::Scanner) — so a worker holds one
 //! shard and one decoded batch at a time, never the dataset — and, when its input is exhausted,
-//! emits its local top-N per history. Those candidates go through differential-dataflow's `reduce`,
+//! emits its local top-N per history. (The threads of one process scanning a dataset held in
+//! memory instead take shards from one queue, whichever is free first.) Those candidates go through differential-dataflow's `reduce`,
 //! which exchanges them by history id and hands each history's candidates to one worker *sorted*;
 //! the merge is then "take the first N". Differential fits here because the merge is exactly a
 //! keyed reduction over a small collection (workers × histories × N rows) and its sorted input
@@ -181,8 +182,17 @@ fn run_timely(
     let started = Instant::now();
     // The workers of this process prune with each other's N-th scores (kernel::floors).
     let floors = Arc::new(Floors::new(spec.queries.len()));
+    // Threads sharing a resident dataset take its shards from one queue: a worker the machine
+    // holds up (a busy neighbour) scans fewer shards instead of making the pass wait for it.
+    let queue = resident.as_ref().map(|_| Arc::new(ShardQueue::default()));
     let guards = timely::execute(config, move |worker| {
-        run_worker(worker, &spec, resident.clone(), floors.clone())
+        run_worker(
+            worker,
+            &spec,
+            resident.clone(),
+            queue.clone(),
+            floors.clone(),
+        )
     })
     .map_err(JobError::Runtime)?;
     connected();
@@ -212,15 +222,28 @@ struct Collected {
     reports: Vec<Report>,
 }
 
+/// The next shard of a resident dataset for whichever worker asks first.
+#[derive(Default)]
+struct ShardQueue(std::sync::atomic::AtomicUsize);
+
+impl ShardQueue {
+    /// A shard no worker has taken yet, if one is left of `shards`.
+    fn take(&self, shards: usize) -> Option<usize> {
+        let shard = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (shard < shards).then_some(shard)
+    }
+}
+
 fn run_worker(
     worker: &mut timely::worker::Worker,
     spec: &JobSpec,
     resident: Option<Arc<ResidentDataset>>,
+    queue: Option<Arc<ShardQueue>>,
     floors: Arc<Floors>,
 ) -> Option<Result<JobOutput, JobError>> {
     let index = worker.index();
     let collected = Arc::new(std::sync::Mutex::new(Collected::default()));
-    build_dataflow(worker, spec, resident, floors, collected.clone());
+    build_dataflow(worker, spec, resident, queue, floors, collected.clone());
     // Run the dataflow to completion before reading what it collected.
     while worker.step_or_park(None) {}
     if index != 0 {
@@ -230,18 +253,23 @@ fn run_worker(
     Some(collect_output(spec, collected))
 }
 
-/// Scan this worker's shards → candidates reduced by history → final rows and reports, both
-/// routed to worker 0's `collected`.
+/// Scan this worker's shards (its own, or with `queue` whatever it takes first) → candidates
+/// reduced by history → final rows and reports, both routed to worker 0's `collected`.
 fn build_dataflow(
     worker: &mut timely::worker::Worker,
     spec: &JobSpec,
     resident: Option<Arc<ResidentDataset>>,
+    queue: Option<Arc<ShardQueue>>,
     floors: Arc<Floors>,
     collected: Arc<std::sync::Mutex<Collected>>,
 ) {
     let owner = assign_shards(&spec.manifest.shards, worker.peers());
     let index = worker.index();
-    let my_shards: Vec<usize> = (0..owner.len()).filter(|s| owner[*s] == index).collect();
+    let my_shards: Vec<usize> = match queue {
+        Some(_) => Vec::new(),
+        None => (0..owner.len()).filter(|s| owner[*s] == index).collect(),
+    };
+    let shard_count = spec.manifest.shards.len();
     let limits: HashMap<i64, usize> = spec
         .queries
         .iter()
@@ -264,6 +292,9 @@ fn build_dataflow(
                     if frontier.is_empty()
                         && let Some(cap) = cap.take()
                     {
+                        while let Some(shard) = queue.as_ref().and_then(|q| q.take(shard_count)) {
+                            state.scan_shard(shard);
+                        }
                         let mut session = output.session(&cap);
                         for item in state.finish() {
                             session.give(item);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// One batch of a shard, decoded, with its codes (None where the dimension cannot be coded).
 pub struct ResidentBatch {
-    /// The faces as read.
+    /// The faces as read, placed in the order of their codes.
     pub batch: ShardBatch,
     /// Their int8 codes.
     pub codes: Option<FaceCodes>,
@@ -103,7 +103,9 @@ impl ResidentDataset {
                                         let reader =
                                             ShardReader::fetch(storage, info, manifest.dim)?;
                                         let batches = reader
-                                            .map(|batch| batch.map(|b| coded(b, manifest.dim)))
+                                            .map(|batch| {
+                                                batch.map(|b| ResidentBatch::new(b, manifest.dim))
+                                            })
                                             .collect::<Result<Vec<_>, _>>()?;
                                         Ok((i, Arc::new(batches)))
                                     })
@@ -162,8 +164,32 @@ impl ResidentDataset {
     }
 }
 
-/// A batch with its codes.
-fn coded(batch: ShardBatch, dim: usize) -> ResidentBatch {
-    let codes = codes::codable(dim).then(|| FaceCodes::new(batch.values(), dim));
-    ResidentBatch { batch, codes }
+impl ResidentBatch {
+    /// `batch` with its codes (`dim` each), its faces placed in the codes' order: the faces a
+    /// pass re-scores in f64 together are the ones its integer test passes together,
+    /// neighbours in the codes, and so they are read from neighbouring memory instead of from
+    /// all over the batch.
+    pub fn new(batch: ShardBatch, dim: usize) -> ResidentBatch {
+        if !codes::codable(dim) {
+            return ResidentBatch { batch, codes: None };
+        }
+        let mut codes = FaceCodes::new(batch.values(), dim);
+        let order = codes.take_order();
+        let values = batch.values();
+        let mut placed = Vec::with_capacity(values.len());
+        for &index in &order {
+            let index = index as usize;
+            placed.extend_from_slice(&values[index * dim..(index + 1) * dim]);
+        }
+        let batch = ShardBatch {
+            face_ids: order.iter().map(|&i| batch.face_ids[i as usize]).collect(),
+            sources: order.iter().map(|&i| batch.sources[i as usize]).collect(),
+            encodings: placed.into(),
+            first_row: batch.first_row,
+        };
+        ResidentBatch {
+            batch,
+            codes: Some(codes),
+        }
+    }
 }

@@ -3,9 +3,10 @@
 //! with 1, 2 and 4 workers. Data mixes random values with a coarse grid (exact ties and duplicate
 //! encodings) and extreme norms (the kernel's f64-only path).
 
-use facematch_datasets::{DatasetWriter, FaceRecord, FaceSource, Storage};
+use facematch_datasets::{DatasetWriter, FaceRecord, FaceSource, ShardBatch, Storage};
 use facematch_job::kernel::codes::FaceCodes;
 use facematch_job::kernel::{CodeLevel, Level, Scanner};
+use facematch_job::resident::ResidentBatch;
 use facematch_job::{JobSpec, Match, Method, Query, SourceFilter, run_job, validate_params};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -174,6 +175,20 @@ fn scan_batches(
             .flat_map(|f| f.encoding.iter().copied())
             .collect();
         match coded {
+            // Every other batch as a resident dataset holds it (its faces placed in the codes'
+            // order), the others with the codes' own order map.
+            Some(dim) if k % 2 == 0 => {
+                let batch = ShardBatch {
+                    face_ids: ids,
+                    sources,
+                    encodings: values.into(),
+                    first_row: 0,
+                };
+                let held = ResidentBatch::new(batch, dim);
+                let codes = held.codes.as_ref().expect("a codable dimension");
+                let batch = &held.batch;
+                scanner.scan_coded(&batch.face_ids, &batch.sources, batch.values(), codes)
+            }
             Some(dim) => {
                 let codes = FaceCodes::new(&values, dim);
                 scanner.scan_coded(&ids, &sources, &values, &codes)

@@ -35,6 +35,8 @@ pub const LANES: usize = 16;
 pub const STEP: usize = 64;
 /// Largest dimension coded: the sums `255·127·D` stay below 2³¹.
 pub const MAX_DIM: usize = 65_536;
+/// The bound of every integer threshold ([`CodeLimit::threshold`]).
+pub const THRESHOLD_LIMIT: i32 = 1 << 30;
 /// Unit roundoff of float32.
 const U32: f64 = f32::EPSILON as f64 / 2.0;
 /// Relative margin on every test: the float32 evaluation of a test has at most a dozen
@@ -148,7 +150,10 @@ pub struct FaceCodes {
     inv_norm: Vec<f32>,
     /// Per panel: the lanes holding a coded face.
     coded: Vec<u16>,
-    /// The batch index of the face at each position (faces are placed in order of `α`).
+    /// Faces with codes: positions `0..coded_faces` (the others follow).
+    coded_faces: usize,
+    /// The batch index of the face at each position (faces are placed in order of `α`);
+    /// empty once [`FaceCodes::take_order`] handed it over (positions are indices).
     order: Vec<u32>,
     /// The extremes of the per-face numbers over all coded faces, and per block of
     /// [`BLOCK_PANELS`] panels.
@@ -232,6 +237,7 @@ impl FaceCodes {
             norm: vec![0.0; padded],
             inv_norm: vec![0.0; padded],
             coded: vec![0; panels],
+            coded_faces: coded.iter().filter(|c| c.is_some()).count(),
             order,
             ranges: Ranges::EMPTY,
             block_ranges: vec![Ranges::EMPTY; panels.div_ceil(BLOCK_PANELS)],
@@ -265,8 +271,19 @@ impl FaceCodes {
     }
 
     /// The batch index of the face at `position`.
+    #[inline]
     pub fn index(&self, position: usize) -> usize {
-        self.order[position] as usize
+        match self.order.get(position) {
+            Some(&index) => index as usize,
+            None => position,
+        }
+    }
+
+    /// Hands over the batch index of the face at each position and indexes faces by position
+    /// from then on: for an owner that places its faces in the codes' order, so that the faces
+    /// re-scored together (neighbours in the codes) are neighbours in memory too.
+    pub fn take_order(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.order)
     }
 
     /// The extremes of the per-face numbers of block `b` (panels `b·BLOCK_PANELS..`).
@@ -307,6 +324,11 @@ impl FaceCodes {
     /// The lanes of panel `p` holding a coded face.
     pub fn coded_lanes(&self, p: usize) -> u16 {
         self.coded[p]
+    }
+
+    /// The positions of the faces without codes (placed last), which must be scored exactly.
+    pub fn uncoded(&self) -> std::ops::Range<usize> {
+        self.coded_faces..self.faces
     }
 
     /// Whether the face at `position` has codes (otherwise it must be scored exactly).
@@ -534,10 +556,12 @@ impl CodeLimit {
 
     /// The smallest integer sum `I` with which any face within `ranges` can pass: below it,
     /// `I·α + β·w + ‖x‖·v + ‖x‖⁻¹·r < c` for every such face, so a row of sums under it
-    /// needs no float test. `i32::MIN` when every face passes.
+    /// needs no float test. Within ±[`THRESHOLD_LIMIT`]: every sum of codes lies strictly
+    /// inside (127·127·[`MAX_DIM`] < 2³⁰), so `-THRESHOLD_LIMIT` lets every face pass and
+    /// `sum − threshold` cannot overflow.
     pub fn threshold(&self, ranges: &Ranges) -> i32 {
         if self.c == f32::NEG_INFINITY || ranges.alpha.1 <= 0.0 {
-            return i32::MIN;
+            return -THRESHOLD_LIMIT;
         }
         let (w, v, r) = (self.w as f64, self.v as f64, self.r as f64);
         // The largest the other terms can be over the batch: α·I must make up the rest.
@@ -561,7 +585,7 @@ impl CodeLimit {
         } as f64;
         let t = rest / alpha;
         let t = (t - t.abs() * 1e-9 - 1.0).floor();
-        t.clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        t.clamp(-THRESHOLD_LIMIT as f64, THRESHOLD_LIMIT as f64) as i32
     }
 }
 
@@ -605,6 +629,7 @@ pub fn test_lanes<const FMA: bool>(
 /// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 pub unsafe fn test_rows_avx512(
     sums: &[[i32; LANES]],
     lanes: &PanelNumbers<'_>,
@@ -616,20 +641,53 @@ pub unsafe fn test_rows_avx512(
     use std::arch::x86_64::*;
     // SAFETY: every pointer is to 16 f32 or i32 (arrays of LANES).
     unsafe {
-        // Nearly always no row has a sum at its threshold: one compare per row and one OR, no
-        // branch. The rare tile where one has is compared again row by row below; keeping
-        // which rows reached here made the common case slower (a test and a shift per row).
-        let mut reached: u16 = 0;
-        for (row, threshold) in sums.iter().zip(thresholds) {
-            let i = _mm512_loadu_si512(row.as_ptr() as *const __m512i);
-            reached |= _mm512_cmpge_epi32_mask(i, _mm512_set1_epi32(*threshold));
+        // Nearly always no row has a sum at its threshold: per row a subtraction and a
+        // maximum (in two independent chains), then one compare for the tile, no branch; the
+        // thresholds' bound keeps the differences from overflowing. The rare tile where a row
+        // reaches its threshold is compared again row by row below; keeping which rows reached
+        // here made the common case slower (a test and a shift per row).
+        let difference = |row: &[i32; LANES], threshold: i32| {
+            _mm512_sub_epi32(
+                _mm512_loadu_si512(row.as_ptr() as *const __m512i),
+                _mm512_set1_epi32(threshold),
+            )
+        };
+        let (mut even, mut odd) = (_mm512_set1_epi32(i32::MIN), _mm512_set1_epi32(i32::MIN));
+        let rows = sums.len().min(thresholds.len());
+        for r in (0..rows - rows % 2).step_by(2) {
+            even = _mm512_max_epi32(even, difference(&sums[r], thresholds[r]));
+            odd = _mm512_max_epi32(odd, difference(&sums[r + 1], thresholds[r + 1]));
         }
-        if reached == 0 {
+        if rows % 2 == 1 {
+            even = _mm512_max_epi32(even, difference(&sums[rows - 1], thresholds[rows - 1]));
+        }
+        let most = _mm512_max_epi32(even, odd);
+        if _mm512_cmpge_epi32_mask(most, _mm512_setzero_si512()) == 0 {
             return false;
         }
+        float_test_rows_avx512(sums, lanes, limits, thresholds, distances, masks)
     }
+}
+
+/// The rare part of [`test_rows_avx512`], out of line: each row compared again with its
+/// threshold, and the float test of those that reach it.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+unsafe fn float_test_rows_avx512(
+    sums: &[[i32; LANES]],
+    lanes: &PanelNumbers<'_>,
+    limits: &[CodeLimit],
+    thresholds: &[i32],
+    distances: bool,
+    masks: &mut [u16],
+) -> bool {
+    use std::arch::x86_64::*;
     let mut any = false;
-    // SAFETY: as above.
+    // SAFETY: every pointer is to 16 f32 or i32 (arrays of LANES).
     unsafe {
         for (((row, limit), threshold), mask) in sums
             .iter()
@@ -820,10 +878,14 @@ mod tests {
         assert!(quantize(&[1.0, -0.5, 0.25], &mut codes).is_some());
         assert_eq!(codes, [127, -64, 32]);
         // The face without codes is placed last.
-        let faces = FaceCodes::new(&[0.0, 0.0, 1.0, 2.0], 2);
+        let mut faces = FaceCodes::new(&[0.0, 0.0, 1.0, 2.0], 2);
         assert!(faces.is_coded(0) && !faces.is_coded(1));
+        assert_eq!(faces.uncoded(), 1..2);
         assert_eq!((faces.index(0), faces.index(1)), (1, 0));
         assert_eq!(faces.coded_lanes(0), 0b01);
+        // Once the order is handed over, positions are indices.
+        assert_eq!(faces.take_order(), vec![1, 0]);
+        assert_eq!((faces.index(0), faces.index(1)), (0, 1));
     }
 
     #[test]

@@ -38,28 +38,69 @@ const SAFE_NORM2: std::ops::RangeInclusive<f32> = 1e-30..=1e30;
 const U: f64 = f32::EPSILON as f64 / 2.0;
 /// Panels × query tiles whose integer sums are computed together (1 KiB each).
 const CODED_CHUNK: usize = 64;
+/// Deferred candidates scored together ([`exact_sums`]).
+const DEFERRED_LANES: usize = 4;
+/// Deferred candidates that are scored at once, before the chunk's end.
+const DEFERRED_FLUSH: usize = 32;
 
-/// Exact (f64) similarity of stored float32 vectors: `(score, euclidean distance)`. The sums run
-/// in index order, as the f64 reference's do (ARCHITECTURE.md: Invariants): near-ties are
-/// ranked by these very bits.
-pub fn exact_score(method: Method, x: &[f32], q: &[f32]) -> (f64, f64) {
-    let mut dot = 0.0f64;
-    let mut nx = 0.0f64;
-    let mut nq = 0.0f64;
-    let mut d2 = 0.0f64;
-    for (&a, &b) in x.iter().zip(q) {
-        let (a, b) = (a as f64, b as f64);
-        dot += a * b;
-        nx += a * a;
-        nq += b * b;
-        d2 += (a - b) * (a - b);
+/// The four f64 sums of an exact score.
+#[derive(Clone, Copy, Default)]
+struct ExactSums {
+    dot: f64,
+    nx: f64,
+    nq: f64,
+    d2: f64,
+}
+
+impl ExactSums {
+    /// `(score, euclidean distance)` by `method`.
+    fn score(self, method: Method) -> (f64, f64) {
+        let dist = self.d2.sqrt();
+        let score = match method {
+            Method::Cosine => self.dot / (self.nx.sqrt() * self.nq.sqrt()),
+            Method::Euclidean => 1.0 / (1.0 + dist),
+        };
+        (score, dist)
     }
-    let dist = d2.sqrt();
-    let score = match method {
-        Method::Cosine => dot / (nx.sqrt() * nq.sqrt()),
-        Method::Euclidean => 1.0 / (1.0 + dist),
-    };
-    (score, dist)
+}
+
+/// The exact (f64) sums of `K` pairs of stored float32 vectors `(xs[k], qs[k])`, all of one
+/// length, at once. Each pair's sums run in index order, as the f64 reference's do
+/// (ARCHITECTURE.md: Invariants): near-ties are ranked by these very bits, so a pair gets the
+/// same bits whatever `K`. The `K` pairs are independent chains, which the CPU overlaps: one
+/// pair alone waits on each addition's latency.
+#[inline(always)]
+fn exact_sums<const K: usize>(xs: [&[f32]; K], qs: [&[f32]; K]) -> [ExactSums; K] {
+    let mut sums = [ExactSums::default(); K];
+    let len = xs[0].len();
+    for k in 0..K {
+        assert!(xs[k].len() == len && qs[k].len() == len);
+    }
+    for i in 0..len {
+        for k in 0..K {
+            let (a, b) = (xs[k][i] as f64, qs[k][i] as f64);
+            let s = &mut sums[k];
+            s.dot += a * b;
+            s.nx += a * a;
+            s.nq += b * b;
+            s.d2 += (a - b) * (a - b);
+        }
+    }
+    sums
+}
+
+/// Asks the cache for `values` ahead of their use (a hint: no effect elsewhere than x86-64).
+#[inline(always)]
+fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in values.chunks(16) {
+        // SAFETY: a prefetch only hints the cache, and the address lies inside `values`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
 }
 
 /// Float32 dot product with 16 independent partial sums (so it vectorizes); its error is within
@@ -217,6 +258,12 @@ pub struct Scanner {
     query_codes: Option<QueryCodes>,
     sums: Vec<Sums>,
     code_limits: Vec<(CodeLimit, i32)>,
+    /// Candidates of the coded chunk being scanned, scored at its end: (query, face of the batch).
+    deferred: Vec<(u32, u32)>,
+    /// Per query, the N-th best exact score among N faces its integer sums ranked best in the
+    /// first coded block ([`Scanner::warm_up`]); whether that was done.
+    warm_floors: Vec<f64>,
+    warmed: bool,
     /// Whether any query has a distance test (euclidean, or a max distance), whose coded
     /// limits need the faces' norms.
     distances: bool,
@@ -266,6 +313,9 @@ impl Scanner {
             query_codes: None,
             sums: Vec::new(),
             code_limits: Vec::new(),
+            deferred: Vec::new(),
+            warm_floors: vec![f64::NEG_INFINITY; queries.len()],
+            warmed: false,
             distances: queries
                 .iter()
                 .any(|q| q.method == Method::Euclidean || q.max_distance.is_some()),
@@ -301,7 +351,7 @@ impl Scanner {
     /// The score a face must reach to matter for query `q`: its own N-th, or the floor the
     /// other workers raised, whichever is higher.
     fn threshold(&self, q: usize) -> f64 {
-        let own = self.queries[q].top.threshold();
+        let own = self.queries[q].top.threshold().max(self.warm_floors[q]);
         match &self.floors {
             Some(floors) => own.max(floors.get(q)),
             None => own,
@@ -377,10 +427,14 @@ impl Scanner {
             ),
         };
         // Faces without codes (outside the safe range) are scored exactly against every query.
-        for position in (0..face_ids.len()).filter(|p| !codes.is_coded(*p)) {
+        for position in codes.uncoded() {
             for q in 0..self.queries.len() {
                 self.rescored += self.consider(q, &faces, codes.index(position));
             }
+        }
+        if !self.warmed {
+            self.warmed = true;
+            self.warm_up(&faces, codes, &queries);
         }
         // Panels per chunk: the sums of a chunk (1 KiB per panel and query tile) stay within
         // L1/L2 until the tests read them, and a chunk lies within one block.
@@ -477,6 +531,81 @@ impl Scanner {
         self.coded_chunk::<true, true>(faces, codes, ranges, queries, chunk, sums, limits)
     }
 
+    /// Gives every query an N-th score to prune with before the scan starts. Scanned in the
+    /// order it lies in, a query's N-th score rises from nothing: in its first thousands of
+    /// faces nearly every face beats it and is re-scored in f64, most of a query's re-scoring in
+    /// a pass. Instead, the integer sums of the first block rank its faces (by the
+    /// approximate score they give), and the N ranked first are scored exactly: their N-th best
+    /// score is a floor (N faces the query takes score at least that, so its N-th score will
+    /// too; a face at the floor still passes). These faces are scanned again with the rest,
+    /// so nothing is offered twice. The floor is shared with the other workers.
+    fn warm_up(&mut self, faces: &Faces, codes: &FaceCodes, queries: &QueryCodes) {
+        let panels = codes.panels().min(codes::BLOCK_PANELS);
+        let tiles = int8::tiles(queries);
+        if panels == 0 || tiles == 0 {
+            return;
+        }
+        let mut sums = vec![Sums::default(); panels * tiles];
+        int8::sums(self.code_level, queries, codes, 0..panels, &mut sums);
+        let mut ranked: Vec<(f32, u32)> = Vec::with_capacity(panels * codes::LANES);
+        for q in 0..self.queries.len() {
+            let n = self.queries[q].query.max_results as usize;
+            let Some(numbers) = queries.numbers(q) else {
+                continue;
+            };
+            if n == 0 {
+                continue;
+            }
+            let method = self.queries[q].query.method;
+            let b = numbers.scale as f32;
+            ranked.clear();
+            for p in 0..panels {
+                let (lanes, coded) = (codes.lanes(p), codes.coded_lanes(p));
+                let row = &sums[p * tiles + q / ROWS].0[q % ROWS];
+                for (lane, &sum) in row.iter().enumerate() {
+                    let position = p * codes::LANES + lane;
+                    if coded & (1 << lane) == 0 || !self.admits(q, faces, codes.index(position)) {
+                        continue;
+                    }
+                    // x·q ≈ a·b·I = α·‖x‖·b·I: the cosine ranks by α·I, the distance by
+                    // ‖x‖² − 2·x·q.
+                    let (alpha, norm) = (lanes.alpha[lane], lanes.norm[lane]);
+                    let closeness = match method {
+                        Method::Cosine => alpha * sum as f32,
+                        Method::Euclidean => norm * (2.0 * alpha * b * sum as f32 - norm),
+                    };
+                    ranked.push((closeness, position as u32));
+                }
+            }
+            if ranked.len() < n {
+                continue;
+            }
+            ranked.select_nth_unstable_by(n - 1, |x, y| y.0.total_cmp(&x.0));
+            let encoding = &self.queries[q].query.encoding;
+            let max_distance = self.queries[q].query.max_distance;
+            let mut floor = f64::INFINITY;
+            let mut taken = 0;
+            for &(_, position) in &ranked[..n] {
+                let f = codes.index(position as usize);
+                let x = &faces.values[f * self.dim..(f + 1) * self.dim];
+                let [exact] = exact_sums([x], [encoding]);
+                let (score, dist) = exact.score(method);
+                if max_distance.is_some_and(|max| dist > max) {
+                    continue;
+                }
+                floor = floor.min(score);
+                taken += 1;
+            }
+            self.rescored += n as u64;
+            if taken == n {
+                self.warm_floors[q] = floor;
+                if let Some(floors) = &self.floors {
+                    floors.raise(q, floor);
+                }
+            }
+        }
+    }
+
     /// Brings every query's coded limit up to date (it changes only when the query's N-th
     /// score rose: here through a consider, or through another worker's floor) and computes its
     /// integer threshold for block `block`, whose faces' numbers are narrower than the batch's.
@@ -521,7 +650,7 @@ impl Scanner {
         int8::sums(self.code_level, queries, codes, chunk.clone(), sums);
         let mut masks = [0u16; ROWS];
         let mut tile_limits = [CodeLimit::ALWAYS; ROWS];
-        let mut thresholds = [i32::MIN; ROWS];
+        let mut thresholds = [-codes::THRESHOLD_LIMIT; ROWS];
         for t in 0..tiles {
             let first = t * ROWS;
             let rows = ROWS.min(nq - first);
@@ -564,10 +693,25 @@ impl Scanner {
                 let coded = codes.coded_lanes(p);
                 for r in 0..rows {
                     let mut mask = masks[r] & coded;
+                    let q = first + r;
+                    // Once a query has an N-th score its candidates are rare and few of them
+                    // would tighten its limit: they wait for the chunk's end, where their
+                    // vectors' cache misses overlap. Before that, each one tightens it.
+                    if mask != 0 && self.threshold(q) > f64::NEG_INFINITY {
+                        while mask != 0 {
+                            let position = p * codes::LANES + mask.trailing_zeros() as usize;
+                            mask &= mask - 1;
+                            let f = codes.index(position);
+                            if self.admits(q, faces, f) {
+                                self.deferred.push((q as u32, f as u32));
+                                // Its vector is read at the chunk's end: fetched meanwhile.
+                                prefetch(&faces.values[f * self.dim..(f + 1) * self.dim]);
+                            }
+                        }
+                    }
                     while mask != 0 {
                         let position = p * codes::LANES + mask.trailing_zeros() as usize;
                         mask &= mask - 1;
-                        let q = first + r;
                         self.rescored += self.consider(q, faces, codes.index(position));
                         let limit = self.code_limit(q, queries, codes);
                         let updated = (limit, limit.threshold(ranges));
@@ -575,7 +719,18 @@ impl Scanner {
                         (tile_limits[r], thresholds[r]) = updated;
                     }
                 }
+                // Early in a scan a query's limit tightens quickly: a long wait would let
+                // through candidates a fresher limit refuses.
+                if self.deferred.len() >= DEFERRED_FLUSH {
+                    self.consider_deferred(faces, queries, codes, ranges, limits);
+                    for r in 0..rows {
+                        (tile_limits[r], thresholds[r]) = limits[first + r];
+                    }
+                }
             }
+        }
+        if !self.deferred.is_empty() {
+            self.consider_deferred(faces, queries, codes, ranges, limits);
         }
     }
 
@@ -828,20 +983,33 @@ impl Scanner {
     /// re-scored in f64.
     #[inline(never)]
     fn consider(&mut self, q: usize, faces: &Faces, f: usize) -> u64 {
-        let dim = self.dim;
-        let p = &mut self.queries[q];
-        let query = &p.query;
-        let (id, source) = (faces.ids[f], faces.sources[f]);
-        if !query.filter.accepts(source) || query.exclude_self == Some(id) {
+        if !self.admits(q, faces, f) {
             return 0;
         }
-        let x = &faces.values[f * dim..(f + 1) * dim];
-        let (score, dist) = exact_score(query.method, x, &query.encoding);
-        if query.max_distance.is_some_and(|max| dist > max) {
-            return 1;
+        let x = &faces.values[f * self.dim..(f + 1) * self.dim];
+        let [sums] = exact_sums([x], [&self.queries[q].query.encoding]);
+        self.offer(q, faces, f, sums);
+        1
+    }
+
+    /// Whether query `q` takes face `f` at all: its source filter, and not itself.
+    #[inline(always)]
+    fn admits(&self, q: usize, faces: &Faces, f: usize) -> bool {
+        let query = &self.queries[q].query;
+        query.filter.accepts(faces.sources[f]) && query.exclude_self != Some(faces.ids[f])
+    }
+
+    /// Offers face `f`, of exact sums `sums`, to query `q` (unless beyond its max distance),
+    /// and shares the query's N-th score with the other workers.
+    fn offer(&mut self, q: usize, faces: &Faces, f: usize, sums: ExactSums) {
+        let p = &mut self.queries[q];
+        let (score, dist) = sums.score(p.query.method);
+        if p.query.max_distance.is_some_and(|max| dist > max) {
+            return;
         }
+        let (face_id, source) = (faces.ids[f], faces.sources[f]);
         p.top.offer(Match {
-            face_id: id,
+            face_id,
             source,
             score,
         });
@@ -851,7 +1019,46 @@ impl Scanner {
                 floors.raise(q, own);
             }
         }
-        1
+    }
+
+    /// Considers the candidates deferred during a chunk (`self.deferred`: query and face of
+    /// the block): scored [`DEFERRED_LANES`] at a time and offered in the order they were
+    /// found; then their queries' coded limits are brought up to date for the chunks after.
+    fn consider_deferred(
+        &mut self,
+        faces: &Faces,
+        queries: &QueryCodes,
+        codes: &FaceCodes,
+        ranges: &Ranges,
+        limits: &mut [(CodeLimit, i32)],
+    ) {
+        let deferred = std::mem::take(&mut self.deferred);
+        let dim = self.dim;
+        let vector = |f: u32| &faces.values[f as usize * dim..(f as usize + 1) * dim];
+        let mut lanes = deferred.chunks_exact(DEFERRED_LANES);
+        for group in lanes.by_ref() {
+            let sums = exact_sums::<DEFERRED_LANES>(
+                std::array::from_fn(|k| vector(group[k].1)),
+                std::array::from_fn(|k| {
+                    self.queries[group[k].0 as usize].query.encoding.as_slice()
+                }),
+            );
+            for (&(q, f), sums) in group.iter().zip(sums) {
+                self.offer(q as usize, faces, f as usize, sums);
+            }
+        }
+        for &(q, f) in lanes.remainder() {
+            let [sums] = exact_sums([vector(f)], [&self.queries[q as usize].query.encoding]);
+            self.offer(q as usize, faces, f as usize, sums);
+        }
+        self.rescored += deferred.len() as u64;
+        for &(q, _) in &deferred {
+            let q = q as usize;
+            let limit = self.code_limit(q, queries, codes);
+            limits[q] = (limit, limit.threshold(ranges));
+        }
+        self.deferred = deferred;
+        self.deferred.clear();
     }
 
     /// Each query's kept matches, best first, keyed by history id.
