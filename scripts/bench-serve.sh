@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-${CARGO_TARGET_DIR:-target}/debug/facematch}
 workers=${BENCH_WORKERS:-2}
-singles=${BENCH_SINGLES:-30}
+singles=${BENCH_SINGLES:-60}
 burst=${BENCH_BURST:-100}
-batches=${BENCH_BATCHES:-10}
+batches=${BENCH_BATCHES:-20}
 export FACEMATCH_PG_DIR=$PWD/.local/pg-bench-serve
 export DATABASE_URL=$("$bin" db start)
 export FACEMATCH_DATASET_ROOT=$PWD/.local/bench-serve/datasets
