@@ -4,7 +4,8 @@
 //! storage batch by batch through the [`Scanner`](crate::kernel::Scanner) — so a worker holds one
 //! shard and one decoded batch at a time, never the dataset — and, when its input is exhausted,
 //! emits its local top-N per history. (The threads of one process scanning a dataset held in
-//! memory instead take shards from one queue, whichever is free first.) Those candidates go through differential-dataflow's `reduce`,
+//! memory take shards from one queue instead, whichever thread is free first.) Those candidates
+//! go through differential-dataflow's `reduce`,
 //! which exchanges them by history id and hands each history's candidates to one worker *sorted*;
 //! the merge is then "take the first N". Differential fits here because the merge is exactly a
 //! keyed reduction over a small collection (workers × histories × N rows) and its sorted input

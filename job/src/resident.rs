@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 /// One batch of a shard, decoded, with its codes (None where the dimension cannot be coded).
 pub struct ResidentBatch {
-    /// The faces as read, placed in the order of their codes.
+    /// The faces as read, placed in the order of their codes (so a face's place in the batch
+    /// is no longer its row in the file).
     pub batch: ShardBatch,
     /// Their int8 codes.
     pub codes: Option<FaceCodes>,
