@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-serve`: how long a search takes to reach FINISHED through `facematch serve`'s API
 # over 1M × 128-d faces held in memory — one at a time; 100 submitted at once in one request
-# (an array), 10 times; 100 submitted at once as 100 requests — against `facematch search
+# (an array), BENCH_BATCHES times; 100 submitted at once as 100 requests — against `facematch search
 # --face` (a batch run that reads and verifies every shard) measured in the same run. Own
 # server in .local/pg-bench-serve; the dataset is made once in .local/bench-serve. Writes
 # bench/SERVE_RESULTS.md. Usage: scripts/bench-serve.sh [BIN]

@@ -22,6 +22,15 @@ fn http() -> Client {
         .unwrap()
 }
 
+/// `POST /api/searches` with `body` as JSON.
+fn post_search(client: &Client, server: &Server, body: &Value) -> reqwest::blocking::Response {
+    client
+        .post(server.at("/api/searches"))
+        .json(body)
+        .send()
+        .unwrap()
+}
+
 fn photo_form(name: &str, bytes: Vec<u8>) -> multipart::Form {
     multipart::Form::new().part(
         "photo",
@@ -276,11 +285,11 @@ fn the_api_answers_every_endpoint_and_says_what_was_wrong() {
     );
 
     // A search: queued, answered by the engine, equal to the f64 reference.
-    let created = client
-        .post(server.at("/api/searches"))
-        .json(&json!({ "face_id": query_face, "method": "euclidean", "max_results": 6 }))
-        .send()
-        .unwrap();
+    let created = post_search(
+        &client,
+        &server,
+        &json!({ "face_id": query_face, "method": "euclidean", "max_results": 6 }),
+    );
     assert_eq!(created.status(), StatusCode::CREATED);
     let created: Value = created.json().unwrap();
     let id = created["id"].as_i64().unwrap();
@@ -324,13 +333,7 @@ fn the_api_answers_every_endpoint_and_says_what_was_wrong() {
     );
 
     // Search errors.
-    let post = |body: Value| {
-        client
-            .post(server.at("/api/searches"))
-            .json(&body)
-            .send()
-            .unwrap()
-    };
+    let post = |body: Value| post_search(&client, &server, &body);
     assert_error(
         post(json!({ "face_id": 987654321 })),
         StatusCode::NOT_FOUND,
@@ -598,11 +601,7 @@ fn server_sent_events_follow_every_status_change() {
     // Each pass waits 1.5 s between scanning and writing: long enough to see RUNNING.
     let server = Server::start(&env, &[], &[("FACEMATCH_FAULT", "pause-before-write:1500")]);
     let submit = || -> i64 {
-        let created: Value = http()
-            .post(server.at("/api/searches"))
-            .json(&json!({ "face_id": 1 }))
-            .send()
-            .unwrap()
+        let created: Value = post_search(&http(), &server, &json!({ "face_id": 1 }))
             .json()
             .unwrap();
         created["id"].as_i64().unwrap()
@@ -710,13 +709,7 @@ fn a_batch_is_queued_in_one_request_answered_together_and_followed_on_one_stream
     // Each pass waits before writing: long enough for a stream to see RUNNING.
     let server = Server::start(&env, &[], &[("FACEMATCH_FAULT", "pause-before-write:500")]);
     let client = http();
-    let post = |body: Value| {
-        client
-            .post(server.at("/api/searches"))
-            .json(&body)
-            .send()
-            .unwrap()
-    };
+    let post = |body: Value| post_search(&client, &server, &body);
     let histories = || -> i64 {
         env.db
             .client()

@@ -17,6 +17,7 @@ use crate::assign::assign_shards;
 use crate::kernel::{Floors, Scanner};
 use crate::query::{Match, Query};
 use crate::resident::ResidentDataset;
+use crate::topn::{score_from_key, score_key};
 use differential_dataflow::AsCollection;
 use facematch_datasets::{Manifest, S3Options, ShardReader, Storage};
 use serde::{Deserialize, Serialize};
@@ -89,32 +90,6 @@ enum Report {
         pairs: u64,
         rescored: u64,
     },
-}
-
-/// Order key of a score: ascending key = descending score, so differential's sorted values come best first.
-pub fn score_key(score: f64) -> u64 {
-    let bits = if score == 0.0 {
-        0.0f64.to_bits()
-    } else {
-        score.to_bits()
-    };
-    let ordered = if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | (1 << 63)
-    };
-    !ordered
-}
-
-/// Inverse of [`score_key`].
-pub fn score_from_key(key: u64) -> f64 {
-    let ordered = !key;
-    let bits = if ordered >> 63 == 1 {
-        ordered & !(1 << 63)
-    } else {
-        !ordered
-    };
-    f64::from_bits(bits)
 }
 
 /// Checks that the spec can run (query dimensions match the dataset).
@@ -513,33 +488,5 @@ impl ScanState {
             }
         }
         items
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn score_keys_order_descending_and_invert() {
-        let scores = [
-            1.0,
-            0.5,
-            1e-300,
-            0.0,
-            -1e-300,
-            -0.25,
-            -1.0,
-            f64::MIN_POSITIVE,
-        ];
-        for s in scores {
-            assert_eq!(score_from_key(score_key(s)), s);
-        }
-        let mut sorted = scores;
-        sorted.sort_by(|a, b| b.total_cmp(a));
-        let mut by_key = scores;
-        by_key.sort_by_key(|s| score_key(*s));
-        assert_eq!(sorted, by_key);
-        assert_eq!(score_key(-0.0), score_key(0.0));
     }
 }

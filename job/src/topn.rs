@@ -79,10 +79,61 @@ impl TopN {
     }
 }
 
+/// Order key of a score: ascending key = descending score (−0 and +0 alike), so differential's
+/// sorted values come best first, and an atomic minimum keeps the best ([`crate::kernel::Floors`]).
+pub fn score_key(score: f64) -> u64 {
+    let bits = if score == 0.0 {
+        0.0f64.to_bits()
+    } else {
+        score.to_bits()
+    };
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    !ordered
+}
+
+/// Inverse of [`score_key`].
+pub fn score_from_key(key: u64) -> f64 {
+    let ordered = !key;
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    f64::from_bits(bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn score_keys_order_descending_and_invert() {
+        let scores = [
+            1.0,
+            0.5,
+            1e-300,
+            0.0,
+            -1e-300,
+            -0.25,
+            -1.0,
+            f64::MIN_POSITIVE,
+            f64::NEG_INFINITY,
+        ];
+        for s in scores {
+            assert_eq!(score_from_key(score_key(s)), s);
+        }
+        let mut sorted = scores;
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let mut by_key = scores;
+        by_key.sort_by_key(|s| score_key(*s));
+        assert_eq!(sorted, by_key);
+        assert_eq!(score_key(-0.0), score_key(0.0));
+    }
 
     proptest! {
         #[test]

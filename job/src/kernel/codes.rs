@@ -849,19 +849,15 @@ mod tests {
     #[test]
     fn the_bound_is_tight_on_unit_encodings() {
         // 128-d unit vectors like face encodings: the interval on the cosine is a few hundredths.
-        let mut s = 1u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        let mut values = crate::kernel::synthetic::SeededValues::new(1);
+        let mut unit = || {
+            let v = values.take(128);
+            let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            v.iter()
+                .map(|x| (*x as f64 / n) as f32)
+                .collect::<Vec<f32>>()
         };
-        let unit = |v: Vec<f64>| {
-            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-            v.iter().map(|x| (x / n) as f32).collect::<Vec<f32>>()
-        };
-        let x = unit((0..128).map(|_| next()).collect());
-        let q = unit((0..128).map(|_| next()).collect());
+        let (x, q) = (unit(), unit());
         let (mut c, mut d) = (vec![0i8; 128], vec![0i8; 128]);
         let (cx, cq) = (quantize(&x, &mut c).unwrap(), quantize(&q, &mut d).unwrap());
         let dn: f64 = d.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();

@@ -7,51 +7,35 @@
 //! still a candidate (ties go to the smaller id), so the results are those of a scan without
 //! it; only the number of pairs re-scored changes.
 
+use crate::topn::{score_from_key, score_key};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One floor per query (in the job's query order), starting at −∞.
+/// One floor per query (in the job's query order), starting at −∞, held as its
+/// [`score_key`]: the lower the key, the higher the floor.
 #[derive(Debug)]
 pub struct Floors(Vec<AtomicU64>);
-
-/// `score`'s bits in an order `u64` compares the same way (scores are never NaN).
-fn key(score: f64) -> u64 {
-    let bits = score.to_bits();
-    if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | 1 << 63
-    }
-}
-
-fn score(key: u64) -> f64 {
-    f64::from_bits(if key >> 63 == 1 {
-        key & !(1 << 63)
-    } else {
-        !key
-    })
-}
 
 impl Floors {
     /// Floors at −∞ for `queries` queries.
     pub fn new(queries: usize) -> Floors {
         Floors(
             (0..queries)
-                .map(|_| AtomicU64::new(key(f64::NEG_INFINITY)))
+                .map(|_| AtomicU64::new(score_key(f64::NEG_INFINITY)))
                 .collect(),
         )
     }
 
     /// Query `q`'s floor.
     pub fn get(&self, q: usize) -> f64 {
-        score(self.0[q].load(Ordering::Relaxed))
+        score_from_key(self.0[q].load(Ordering::Relaxed))
     }
 
     /// Raises query `q`'s floor to `to` if that is higher.
     pub fn raise(&self, q: usize, to: f64) {
-        let to = key(to);
+        let to = score_key(to);
         // A read first: the line stays shared among the workers until a floor really rises.
-        if self.0[q].load(Ordering::Relaxed) < to {
-            self.0[q].fetch_max(to, Ordering::Relaxed);
+        if self.0[q].load(Ordering::Relaxed) > to {
+            self.0[q].fetch_min(to, Ordering::Relaxed);
         }
     }
 
@@ -71,16 +55,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_order_like_scores_and_floors_only_rise() {
-        let scores = [f64::NEG_INFINITY, -1.0, -0.0, 0.0, 1e-300, 0.5, 1.0];
-        for w in scores.windows(2) {
-            assert!(key(w[0]) <= key(w[1]), "{w:?}");
-            assert_eq!(score(key(w[0])).to_bits(), w[0].to_bits());
-        }
+    fn floors_only_rise() {
         let floors = Floors::new(2);
         assert_eq!(floors.get(0), f64::NEG_INFINITY);
-        floors.raise(0, 0.5);
-        floors.raise(0, 0.25);
-        assert_eq!((floors.get(0), floors.get(1)), (0.5, f64::NEG_INFINITY));
+        // Through every sign and magnitude, a floor follows the highest score it was raised to.
+        for (to, want) in [
+            (-1.0, -1.0),
+            (-0.5, -0.5),
+            (-1.0, -0.5),
+            (1e-300, 1e-300),
+            (0.5, 0.5),
+            (0.25, 0.5),
+        ] {
+            floors.raise(0, to);
+            assert_eq!(floors.get(0), want, "raised to {to}");
+        }
+        assert_eq!(floors.get(1), f64::NEG_INFINITY);
     }
 }

@@ -521,20 +521,12 @@ mod tests {
     /// Every available level computes `c·d` exactly, for every row count and odd dimensions.
     #[test]
     fn every_level_computes_the_exact_integer_sums() {
-        let mut s = 7u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut seeded = crate::kernel::synthetic::SeededValues::new(7);
         for dim in [1, 3, 64, 100, 128, 200, 300] {
             let faces_n = 53;
-            let values: Vec<f32> = (0..faces_n * dim).map(|_| next()).collect();
+            let values = seeded.take(faces_n * dim);
             let faces = FaceCodes::new(&values, dim);
-            let qvalues: Vec<Vec<f32>> = (0..21)
-                .map(|_| (0..dim).map(|_| next()).collect())
-                .collect();
+            let qvalues: Vec<Vec<f32>> = (0..21).map(|_| seeded.take(dim)).collect();
             let code = |f: usize, d: usize| -> i32 {
                 faces.panel(f / LANES)[d / 4].0[(f % LANES) * 4 + d % 4] as i32 - 128
             };

@@ -587,8 +587,7 @@ impl Scanner {
             let mut taken = 0;
             for &(_, position) in &ranked[..n] {
                 let f = codes.index(position as usize);
-                let x = &faces.values[f * self.dim..(f + 1) * self.dim];
-                let [exact] = exact_sums([x], [encoding]);
+                let [exact] = exact_sums([faces.vector(f, self.dim)], [encoding]);
                 let (score, dist) = exact.score(method);
                 if max_distance.is_some_and(|max| dist > max) {
                     continue;
@@ -705,7 +704,7 @@ impl Scanner {
                             if self.admits(q, faces, f) {
                                 self.deferred.push((q as u32, f as u32));
                                 // Its vector is read at the chunk's end: fetched meanwhile.
-                                prefetch(&faces.values[f * self.dim..(f + 1) * self.dim]);
+                                prefetch(faces.vector(f, self.dim));
                             }
                         }
                     }
@@ -986,7 +985,7 @@ impl Scanner {
         if !self.admits(q, faces, f) {
             return 0;
         }
-        let x = &faces.values[f * self.dim..(f + 1) * self.dim];
+        let x = faces.vector(f, self.dim);
         let [sums] = exact_sums([x], [&self.queries[q].query.encoding]);
         self.offer(q, faces, f, sums);
         1
@@ -1034,7 +1033,7 @@ impl Scanner {
     ) {
         let deferred = std::mem::take(&mut self.deferred);
         let dim = self.dim;
-        let vector = |f: u32| &faces.values[f as usize * dim..(f as usize + 1) * dim];
+        let vector = |f: u32| faces.vector(f as usize, dim);
         let mut lanes = deferred.chunks_exact(DEFERRED_LANES);
         for group in lanes.by_ref() {
             let sums = exact_sums::<DEFERRED_LANES>(
@@ -1166,4 +1165,11 @@ struct Faces<'a> {
     ids: &'a [i64],
     sources: &'a [u8],
     values: &'a [f32],
+}
+
+impl<'a> Faces<'a> {
+    /// Face `f`'s encoding (`dim` values).
+    fn vector(&self, f: usize, dim: usize) -> &'a [f32] {
+        &self.values[f * dim..(f + 1) * dim]
+    }
 }
