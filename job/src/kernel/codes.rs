@@ -148,6 +148,9 @@ pub struct FaceCodes {
     beta: Vec<f32>,
     norm: Vec<f32>,
     inv_norm: Vec<f32>,
+    /// Per position: `‖x‖²` summed in f64 in index order, the bits [`super::Scanner`]'s exact
+    /// re-scoring would sum each time (so a candidate's cosine costs one chain, not three).
+    exact_norm2: Vec<f64>,
     /// Per panel: the lanes holding a coded face.
     coded: Vec<u16>,
     /// Faces with codes: positions `0..coded_faces` (the others follow).
@@ -236,6 +239,7 @@ impl FaceCodes {
             beta: vec![0.0; padded],
             norm: vec![0.0; padded],
             inv_norm: vec![0.0; padded],
+            exact_norm2: vec![0.0; faces],
             coded: vec![0; panels],
             coded_faces: coded.iter().filter(|c| c.is_some()).count(),
             order,
@@ -244,6 +248,7 @@ impl FaceCodes {
         };
         for position in 0..faces {
             let f = codes.order[position] as usize;
+            codes.exact_norm2[position] = super::exact_norm2(&values[f * dim..(f + 1) * dim]);
             let Some(c) = &coded[f] else {
                 continue;
             };
@@ -277,6 +282,12 @@ impl FaceCodes {
             Some(&index) => index as usize,
             None => position,
         }
+    }
+
+    /// `‖x‖²` of the face at `position`, summed in f64 in index order.
+    #[inline]
+    pub fn exact_norm2(&self, position: usize) -> f64 {
+        self.exact_norm2[position]
     }
 
     /// Hands over the batch index of the face at each position and indexes faces by position

@@ -89,6 +89,37 @@ fn exact_sums<const K: usize>(xs: [&[f32]; K], qs: [&[f32]; K]) -> [ExactSums; K
     sums
 }
 
+/// `Σ x_i²` in f64 in index order: the `nx` (and `nq`) bits of [`exact_sums`], for a vector
+/// whose norm is used against many others.
+pub(crate) fn exact_norm2(x: &[f32]) -> f64 {
+    x.iter().fold(0.0, |s, &a| s + a as f64 * a as f64)
+}
+
+/// The dot products, and when `D2` the squared distances, of `K` pairs like [`exact_sums`]
+/// (the same bits, each in index order), for vectors whose squared norms are known
+/// ([`exact_norm2`]): one or two chains per pair instead of four.
+#[inline(always)]
+fn exact_dot_d2<const K: usize, const D2: bool>(
+    xs: [&[f32]; K],
+    qs: [&[f32]; K],
+) -> [(f64, f64); K] {
+    let mut sums = [(0.0, 0.0); K];
+    let len = xs[0].len();
+    for k in 0..K {
+        assert!(xs[k].len() == len && qs[k].len() == len);
+    }
+    for i in 0..len {
+        for k in 0..K {
+            let (a, b) = (xs[k][i] as f64, qs[k][i] as f64);
+            sums[k].0 += a * b;
+            if D2 {
+                sums[k].1 += (a - b) * (a - b);
+            }
+        }
+    }
+    sums
+}
+
 /// Asks the cache for `values` ahead of their use (a hint: no effect elsewhere than x86-64).
 #[inline(always)]
 fn prefetch(values: &[f32]) {
@@ -216,6 +247,8 @@ fn norm2_32(x: &[f32]) -> f32 {
 
 struct Prepared {
     query: Query,
+    /// `Σ q_i²` in f64 in index order ([`exact_norm2`]).
+    exact_nq: f64,
     /// Float32 squared norm and norm.
     nq: f32,
     qn: f32,
@@ -258,7 +291,7 @@ pub struct Scanner {
     query_codes: Option<QueryCodes>,
     sums: Vec<Sums>,
     code_limits: Vec<(CodeLimit, i32)>,
-    /// Candidates of the coded chunk being scanned, scored at its end: (query, face of the batch).
+    /// Candidates of the coded chunk being scanned, scored at its end: (query, position).
     deferred: Vec<(u32, u32)>,
     /// Per query, the N-th best exact score among N faces its integer sums ranked best in the
     /// first coded block ([`Scanner::warm_up`]); whether that was done.
@@ -287,6 +320,7 @@ impl Scanner {
             .map(|q| {
                 let nq = norm2_32(&q.encoding);
                 Prepared {
+                    exact_nq: exact_norm2(&q.encoding),
                     nq,
                     qn: nq.sqrt(),
                     prunable: SAFE_NORM2.contains(&nq),
@@ -581,13 +615,11 @@ impl Scanner {
                 continue;
             }
             ranked.select_nth_unstable_by(n - 1, |x, y| y.0.total_cmp(&x.0));
-            let encoding = &self.queries[q].query.encoding;
             let max_distance = self.queries[q].query.max_distance;
             let mut floor = f64::INFINITY;
             let mut taken = 0;
             for &(_, position) in &ranked[..n] {
-                let f = codes.index(position as usize);
-                let [exact] = exact_sums([faces.vector(f, self.dim)], [encoding]);
+                let [exact] = self.coded_exact(faces, codes, [(q, position as usize)]);
                 let (score, dist) = exact.score(method);
                 if max_distance.is_some_and(|max| dist > max) {
                     continue;
@@ -702,7 +734,7 @@ impl Scanner {
                             mask &= mask - 1;
                             let f = codes.index(position);
                             if self.admits(q, faces, f) {
-                                self.deferred.push((q as u32, f as u32));
+                                self.deferred.push((q as u32, position as u32));
                                 // Its vector is read at the chunk's end: fetched meanwhile.
                                 prefetch(faces.vector(f, self.dim));
                             }
@@ -1020,6 +1052,33 @@ impl Scanner {
         }
     }
 
+    /// The exact sums of `K` (query, position) pairs of a coded batch, with the faces' and the
+    /// queries' squared norms known ([`exact_dot_d2`]); distances only when a query needs them.
+    #[inline(always)]
+    fn coded_exact<const K: usize>(
+        &self,
+        faces: &Faces,
+        codes: &FaceCodes,
+        pairs: [(usize, usize); K],
+    ) -> [ExactSums; K] {
+        let xs = pairs.map(|(_, position)| faces.vector(codes.index(position), self.dim));
+        let qs = pairs.map(|(q, _)| self.queries[q].query.encoding.as_slice());
+        let sums = if self.distances {
+            exact_dot_d2::<K, true>(xs, qs)
+        } else {
+            exact_dot_d2::<K, false>(xs, qs)
+        };
+        std::array::from_fn(|k| {
+            let (q, position) = pairs[k];
+            ExactSums {
+                dot: sums[k].0,
+                nx: codes.exact_norm2(position),
+                nq: self.queries[q].exact_nq,
+                d2: sums[k].1,
+            }
+        })
+    }
+
     /// Considers the candidates deferred during a chunk (`self.deferred`: query and face of
     /// the block): scored [`DEFERRED_LANES`] at a time and offered in the order they were
     /// found; then their queries' coded limits are brought up to date for the chunks after.
@@ -1032,23 +1091,18 @@ impl Scanner {
         limits: &mut [(CodeLimit, i32)],
     ) {
         let deferred = std::mem::take(&mut self.deferred);
-        let dim = self.dim;
-        let vector = |f: u32| faces.vector(f as usize, dim);
         let mut lanes = deferred.chunks_exact(DEFERRED_LANES);
         for group in lanes.by_ref() {
-            let sums = exact_sums::<DEFERRED_LANES>(
-                std::array::from_fn(|k| vector(group[k].1)),
-                std::array::from_fn(|k| {
-                    self.queries[group[k].0 as usize].query.encoding.as_slice()
-                }),
-            );
-            for (&(q, f), sums) in group.iter().zip(sums) {
-                self.offer(q as usize, faces, f as usize, sums);
+            let pairs = std::array::from_fn(|k| (group[k].0 as usize, group[k].1 as usize));
+            let sums = self.coded_exact::<DEFERRED_LANES>(faces, codes, pairs);
+            for ((q, position), sums) in pairs.into_iter().zip(sums) {
+                self.offer(q, faces, codes.index(position), sums);
             }
         }
-        for &(q, f) in lanes.remainder() {
-            let [sums] = exact_sums([vector(f)], [&self.queries[q as usize].query.encoding]);
-            self.offer(q as usize, faces, f as usize, sums);
+        for &(q, position) in lanes.remainder() {
+            let (q, position) = (q as usize, position as usize);
+            let [sums] = self.coded_exact(faces, codes, [(q, position)]);
+            self.offer(q, faces, codes.index(position), sums);
         }
         self.rescored += deferred.len() as u64;
         for &(q, _) in &deferred {
