@@ -42,6 +42,10 @@ const CODED_CHUNK: usize = 64;
 const DEFERRED_LANES: usize = 4;
 /// Deferred candidates that are scored at once, before the chunk's end.
 const DEFERRED_FLUSH: usize = 32;
+/// Panels (of 16 faces) of a worker's first coded batch that [`Scanner::warm_up`] ranks.
+const WARM_UP_PANELS: usize = 128;
+/// Panels whose integer sums the warm-up holds at once.
+const WARM_UP_STEP: usize = 16;
 
 /// The four f64 sums of an exact score.
 #[derive(Clone, Copy, Default)]
@@ -53,6 +57,12 @@ struct ExactSums {
 }
 
 impl ExactSums {
+    /// The score `query` gives, unless the face lies beyond its max distance.
+    fn within(self, query: &Query) -> Option<f64> {
+        let (score, dist) = self.score(query.method);
+        (!query.max_distance.is_some_and(|max| dist > max)).then_some(score)
+    }
+
     /// `(score, euclidean distance)` by `method`.
     fn score(self, method: Method) -> (f64, f64) {
         let dist = self.d2.sqrt();
@@ -118,6 +128,78 @@ fn exact_dot_d2<const K: usize, const D2: bool>(
         }
     }
     sums
+}
+
+/// A panel's faces ranked for one query by the approximate score its integer sums `row` give
+/// (x·q ≈ a·b·I = α·‖x‖·b·I: the cosine ranks by α·I, the distance by ‖x‖² − 2·x·q), and the
+/// lanes whose score beats `least`.
+#[inline(always)]
+fn warm_up_closeness(
+    method: Method,
+    b: f32,
+    row: &[i32; codes::LANES],
+    alpha: &[f32; codes::LANES],
+    norm: &[f32; codes::LANES],
+    least: f32,
+) -> ([f32; codes::LANES], u16) {
+    let mut closeness = [0.0f32; codes::LANES];
+    let mut over = 0u16;
+    for l in 0..codes::LANES {
+        let sum = row[l] as f32;
+        let c = match method {
+            Method::Cosine => alpha[l] * sum,
+            Method::Euclidean => norm[l] * (2.0 * alpha[l] * b * sum - norm[l]),
+        };
+        closeness[l] = c;
+        over |= u16::from(c > least) << l;
+    }
+    (closeness, over)
+}
+
+/// The faces a query's warm-up keeps: the `keep` closest by the approximate score. Offers are
+/// appended and cut back to the best `keep` when twice that many have come, so an offer costs
+/// O(1) however large N is; `least` (what an offer must beat) is the last cut's `keep`-th.
+struct WarmUpPicks {
+    keep: usize,
+    kept: Vec<(f32, u32)>,
+    least: f32,
+}
+
+impl WarmUpPicks {
+    fn new(keep: usize) -> WarmUpPicks {
+        WarmUpPicks {
+            keep,
+            kept: Vec::with_capacity(2 * keep),
+            least: f32::NEG_INFINITY,
+        }
+    }
+
+    /// Keeps the face at `position` (whose closeness beat `least`).
+    fn offer(&mut self, closeness: f32, position: u32) {
+        self.kept.push((closeness, position));
+        if self.kept.len() == 2 * self.keep {
+            self.cut();
+        }
+    }
+
+    /// Keeps the best `keep`.
+    fn cut(&mut self) {
+        if self.kept.len() > self.keep {
+            self.kept
+                .select_nth_unstable_by(self.keep - 1, |x, y| y.0.total_cmp(&x.0));
+            self.kept.truncate(self.keep);
+            self.least = self.kept[self.keep - 1].0;
+        }
+    }
+
+    /// The positions of the best `keep` faces offered.
+    fn into_positions(mut self) -> Vec<u32> {
+        self.cut();
+        self.kept
+            .into_iter()
+            .map(|(_, position)| position)
+            .collect()
+    }
 }
 
 /// Asks the cache for `values` ahead of their use (a hint: no effect elsewhere than x86-64).
@@ -293,8 +375,9 @@ pub struct Scanner {
     code_limits: Vec<(CodeLimit, i32)>,
     /// Candidates of the coded chunk being scanned, scored at its end: (query, position).
     deferred: Vec<(u32, u32)>,
-    /// Per query, the N-th best exact score among N faces its integer sums ranked best in the
-    /// first coded block ([`Scanner::warm_up`]); whether that was done.
+    /// Per query, the N-th best exact score among the 2N faces its integer sums ranked best in
+    /// the first coded batch's first [`WARM_UP_PANELS`] panels ([`Scanner::warm_up`]); whether
+    /// that was done.
     warm_floors: Vec<f64>,
     warmed: bool,
     /// Whether any query has a distance test (euclidean, or a max distance), whose coded
@@ -568,71 +651,84 @@ impl Scanner {
     /// Gives every query an N-th score to prune with before the scan starts. Scanned in the
     /// order it lies in, a query's N-th score rises from nothing: in its first thousands of
     /// faces nearly every face beats it and is re-scored in f64, most of a query's re-scoring in
-    /// a pass. Instead, the integer sums of the first block rank its faces (by the
-    /// approximate score they give), and the N ranked first are scored exactly: their N-th best
-    /// score is a floor (N faces the query takes score at least that, so its N-th score will
-    /// too; a face at the floor still passes). These faces are scanned again with the rest,
-    /// so nothing is offered twice. The floor is shared with the other workers.
+    /// a pass. Instead, the integer sums of the batch's first [`WARM_UP_PANELS`] panels rank
+    /// its faces by the approximate score they give; the 2N ranked first are scored exactly,
+    /// and the N-th best exact score is a floor (N faces the query takes score at least that,
+    /// so its N-th score will too; a face at the floor still passes). Twice N, because the
+    /// approximation misorders close faces: the N-th of 2N exact scores is rarely below the
+    /// sample's true N-th. These faces are scanned again with the rest, so nothing is offered
+    /// twice. The floor is shared with the other workers.
     fn warm_up(&mut self, faces: &Faces, codes: &FaceCodes, queries: &QueryCodes) {
-        let panels = codes.panels().min(codes::BLOCK_PANELS);
+        let panels = codes.panels().min(WARM_UP_PANELS);
         let tiles = int8::tiles(queries);
         if panels == 0 || tiles == 0 {
             return;
         }
-        let mut sums = vec![Sums::default(); panels * tiles];
-        int8::sums(self.code_level, queries, codes, 0..panels, &mut sums);
-        let mut ranked: Vec<(f32, u32)> = Vec::with_capacity(panels * codes::LANES);
-        for q in 0..self.queries.len() {
-            let n = self.queries[q].query.max_results as usize;
-            let Some(numbers) = queries.numbers(q) else {
-                continue;
-            };
-            if n == 0 {
-                continue;
-            }
-            let method = self.queries[q].query.method;
-            let b = numbers.scale as f32;
-            ranked.clear();
-            for p in 0..panels {
-                let (lanes, coded) = (codes.lanes(p), codes.coded_lanes(p));
-                let row = &sums[p * tiles + q / ROWS].0[q % ROWS];
-                for (lane, &sum) in row.iter().enumerate() {
-                    let position = p * codes::LANES + lane;
-                    if coded & (1 << lane) == 0 || !self.admits(q, faces, codes.index(position)) {
-                        continue;
-                    }
-                    // x·q ≈ a·b·I = α·‖x‖·b·I: the cosine ranks by α·I, the distance by
-                    // ‖x‖² − 2·x·q.
-                    let (alpha, norm) = (lanes.alpha[lane], lanes.norm[lane]);
-                    let closeness = match method {
-                        Method::Cosine => alpha * sum as f32,
-                        Method::Euclidean => norm * (2.0 * alpha * b * sum as f32 - norm),
-                    };
-                    ranked.push((closeness, position as u32));
-                }
-            }
-            if ranked.len() < n {
-                continue;
-            }
-            ranked.select_nth_unstable_by(n - 1, |x, y| y.0.total_cmp(&x.0));
-            let max_distance = self.queries[q].query.max_distance;
-            let mut floor = f64::INFINITY;
-            let mut taken = 0;
-            for &(_, position) in &ranked[..n] {
-                let [exact] = self.coded_exact(faces, codes, [(q, position as usize)]);
-                let (score, dist) = exact.score(method);
-                if max_distance.is_some_and(|max| dist > max) {
+        let mut picks: Vec<WarmUpPicks> = self
+            .queries
+            .iter()
+            .map(|p| WarmUpPicks::new(2 * p.query.max_results as usize))
+            .collect();
+        let step = WARM_UP_STEP.min(panels);
+        let mut sums = vec![Sums::default(); step * tiles];
+        for first in (0..panels).step_by(step) {
+            let range = first..(first + step).min(panels);
+            int8::sums(self.code_level, queries, codes, range.clone(), &mut sums);
+            for (q, picks) in picks.iter_mut().enumerate() {
+                let Some(numbers) = queries.numbers(q) else {
+                    continue;
+                };
+                if picks.keep == 0 {
                     continue;
                 }
-                floor = floor.min(score);
-                taken += 1;
-            }
-            self.rescored += n as u64;
-            if taken == n {
-                self.warm_floors[q] = floor;
-                if let Some(floors) = &self.floors {
-                    floors.raise(q, floor);
+                let (method, b) = (self.queries[q].query.method, numbers.scale as f32);
+                for p in range.clone() {
+                    let row = &sums[(p - first) * tiles + q / ROWS].0[q % ROWS];
+                    let lanes = codes.lanes(p);
+                    let (closeness, over) =
+                        warm_up_closeness(method, b, row, lanes.alpha, lanes.norm, picks.least);
+                    let mut over = over & codes.coded_lanes(p);
+                    while over != 0 {
+                        let lane = over.trailing_zeros() as usize;
+                        over &= over - 1;
+                        let position = p * codes::LANES + lane;
+                        if self.admits(q, faces, codes.index(position)) {
+                            picks.offer(closeness[lane], position as u32);
+                        }
+                    }
                 }
+            }
+        }
+        for (q, picks) in picks.into_iter().enumerate() {
+            let n = self.queries[q].query.max_results as usize;
+            let positions = picks.into_positions();
+            self.rescored += positions.len() as u64;
+            if n == 0 || positions.len() < n {
+                continue;
+            }
+            for &position in &positions {
+                prefetch(faces.vector(codes.index(position as usize), self.dim));
+            }
+            let query = &self.queries[q].query;
+            let mut scores: Vec<f64> = Vec::with_capacity(positions.len());
+            let mut groups = positions.chunks_exact(DEFERRED_LANES);
+            for group in groups.by_ref() {
+                let pairs = std::array::from_fn(|k| (q, group[k] as usize));
+                let sums = self.coded_exact::<DEFERRED_LANES>(faces, codes, pairs);
+                scores.extend(sums.iter().filter_map(|s| s.within(query)));
+            }
+            for &position in groups.remainder() {
+                let [sums] = self.coded_exact(faces, codes, [(q, position as usize)]);
+                scores.extend(sums.within(query));
+            }
+            if scores.len() < n {
+                continue;
+            }
+            scores.select_nth_unstable_by(n - 1, |x, y| y.total_cmp(x));
+            let floor = scores[n - 1];
+            self.warm_floors[q] = floor;
+            if let Some(floors) = &self.floors {
+                floors.raise(q, floor);
             }
         }
     }
