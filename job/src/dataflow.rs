@@ -157,7 +157,9 @@ fn run_timely(
     check_spec(&spec)?;
     let started = Instant::now();
     // The workers of this process prune with each other's N-th scores (kernel::floors).
-    let floors = Arc::new(Floors::new(spec.queries.len()));
+    let floors = Arc::new(Floors::new(
+        spec.queries.iter().map(|q| q.max_results as usize),
+    ));
     // Threads sharing a resident dataset take its shards from one queue: a worker the machine
     // holds up (a busy neighbour) scans fewer shards instead of making the pass wait for it.
     let queue = resident.as_ref().map(|_| Arc::new(ShardQueue::default()));

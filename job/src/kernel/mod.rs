@@ -1141,10 +1141,7 @@ impl Scanner {
             score,
         });
         if let Some(floors) = &self.floors {
-            let own = p.top.threshold();
-            if own > f64::NEG_INFINITY {
-                floors.raise(q, own);
-            }
+            floors.offer(q, score);
         }
     }
 
