@@ -11,6 +11,8 @@
 //! - `web` (feature `web`): `facematch serve` — pages, the JSON API, crops, reports;
 //! - [`bench`]: the kernel benchmark; [`signals`]: SIGTERM and SIGINT as flags.
 
+#[cfg(target_os = "linux")]
+pub mod alloc;
 pub mod batch;
 pub mod bench;
 pub mod cluster;
@@ -124,6 +126,7 @@ mod tests {
             ("cluster", &[]),
             ("signals", &[]),
             ("bench", &[]),
+            ("alloc", &[]),
             ("runner", &["cluster", "signals"]),
             ("batch", &["runner", "store", "signals"]),
             ("photos", &["runner", "store"]),

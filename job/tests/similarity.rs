@@ -548,6 +548,75 @@ fn a_resident_dataset_answers_as_a_streamed_pass() {
     assert!(refused.contains("resident dataset is t@v1"), "{refused}");
 }
 
+/// A shard read in several batches is held in batches of `RESIDENT_BATCH_FACES` (joined, in
+/// order), and answers as the streamed pass does, byte for byte, against the f64 reference too.
+#[test]
+fn a_resident_shard_read_in_several_batches_answers_the_same() {
+    use facematch_job::dataflow::run_job_on;
+    use facematch_job::resident::{RESIDENT_BATCH_FACES, ResidentDataset};
+    let dim = 16;
+    let faces = clustered(20_000, dim);
+    let queries: Vec<Query> = (0..20)
+        .map(|h| {
+            let source = &faces[h * 997];
+            Query {
+                history_id: 1 + h as i64,
+                encoding: source.encoding.clone(),
+                method: [Method::Cosine, Method::Euclidean][h % 2],
+                filter: SourceFilter::All,
+                max_results: [1, 10, 50][h % 3],
+                exclude_self: Some(source.face_id),
+                max_distance: None,
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    // One shard: read as three batches (8,192 rows each at most), held as two.
+    let spec = Arc::new(dataset_spec(
+        dir.path(),
+        &faces,
+        dim,
+        20_000,
+        queries.clone(),
+    ));
+    let resident =
+        Arc::new(ResidentDataset::load(&spec.root_uri, &spec.s3, &spec.manifest, 1).unwrap());
+    let held: Vec<usize> = resident.shard(0).iter().map(|b| b.batch.len()).collect();
+    assert_eq!(
+        held,
+        vec![RESIDENT_BATCH_FACES, 20_000 - RESIDENT_BATCH_FACES]
+    );
+    let streamed = run_job(spec.clone(), timely::Config::process(1))
+        .unwrap()
+        .unwrap();
+    for workers in [1, 2] {
+        let out = run_job_on(spec.clone(), resident.clone(), workers)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.faces_scanned, 20_000);
+        for q in &queries {
+            let (got, want) = (
+                &out.results[&q.history_id],
+                &streamed.results[&q.history_id],
+            );
+            let bits = |ms: &[Match]| -> Vec<(i64, u64)> {
+                ms.iter().map(|m| (m.face_id, m.score.to_bits())).collect()
+            };
+            assert_eq!(
+                bits(got),
+                bits(want),
+                "history {} on {workers} workers",
+                q.history_id
+            );
+            assert_matches(
+                got,
+                &reference(&faces, q),
+                &format!("history {}", q.history_id),
+            );
+        }
+    }
+}
+
 #[test]
 fn dataflow_fails_naming_a_missing_or_corrupt_shard() {
     let dim = 8;
