@@ -1172,8 +1172,8 @@ impl Scanner {
         })
     }
 
-    /// Considers the candidates deferred during a chunk (`self.deferred`: query and face of
-    /// the block): scored [`DEFERRED_LANES`] at a time and offered in the order they were
+    /// Considers the candidates deferred during a chunk (`self.deferred`: query and position in
+    /// the codes): scored [`DEFERRED_LANES`] at a time and offered in the order they were
     /// found; then their queries' coded limits are brought up to date for the chunks after.
     fn consider_deferred(
         &mut self,
