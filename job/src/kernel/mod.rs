@@ -75,12 +75,17 @@ impl ExactSums {
 }
 
 /// The exact (f64) sums of `K` pairs of stored float32 vectors `(xs[k], qs[k])`, all of one
-/// length, at once. Each pair's sums run in index order, as the f64 reference's do
-/// (ARCHITECTURE.md: Invariants): near-ties are ranked by these very bits, so a pair gets the
-/// same bits whatever `K`. The `K` pairs are independent chains, which the CPU overlaps: one
-/// pair alone waits on each addition's latency.
+/// length, at once: the dot product, the squared distance when `D2` and `‖x‖²` when `NX` (zero
+/// otherwise, and `‖q‖²` always: the caller knows them, [`exact_norm2`]). Each pair's sums run
+/// in index order, as the f64 reference's do (ARCHITECTURE.md: Invariants): near-ties are
+/// ranked by these very bits, so a pair gets the same bits whatever `K` and whichever sums are
+/// asked for. The `K` pairs are independent chains, which the CPU overlaps: one pair alone
+/// waits on each addition's latency.
 #[inline(always)]
-fn exact_sums<const K: usize>(xs: [&[f32]; K], qs: [&[f32]; K]) -> [ExactSums; K] {
+fn exact_sums<const K: usize, const D2: bool, const NX: bool>(
+    xs: [&[f32]; K],
+    qs: [&[f32]; K],
+) -> [ExactSums; K] {
     let mut sums = [ExactSums::default(); K];
     let len = xs[0].len();
     for k in 0..K {
@@ -91,43 +96,21 @@ fn exact_sums<const K: usize>(xs: [&[f32]; K], qs: [&[f32]; K]) -> [ExactSums; K
             let (a, b) = (xs[k][i] as f64, qs[k][i] as f64);
             let s = &mut sums[k];
             s.dot += a * b;
-            s.nx += a * a;
-            s.nq += b * b;
-            s.d2 += (a - b) * (a - b);
-        }
-    }
-    sums
-}
-
-/// `Σ x_i²` in f64 in index order: the `nx` (and `nq`) bits of [`exact_sums`], for a vector
-/// whose norm is used against many others.
-pub(crate) fn exact_norm2(x: &[f32]) -> f64 {
-    x.iter().fold(0.0, |s, &a| s + a as f64 * a as f64)
-}
-
-/// The dot products, and when `D2` the squared distances, of `K` pairs like [`exact_sums`]
-/// (the same bits, each in index order), for vectors whose squared norms are known
-/// ([`exact_norm2`]): one or two chains per pair instead of four.
-#[inline(always)]
-fn exact_dot_d2<const K: usize, const D2: bool>(
-    xs: [&[f32]; K],
-    qs: [&[f32]; K],
-) -> [(f64, f64); K] {
-    let mut sums = [(0.0, 0.0); K];
-    let len = xs[0].len();
-    for k in 0..K {
-        assert!(xs[k].len() == len && qs[k].len() == len);
-    }
-    for i in 0..len {
-        for k in 0..K {
-            let (a, b) = (xs[k][i] as f64, qs[k][i] as f64);
-            sums[k].0 += a * b;
+            if NX {
+                s.nx += a * a;
+            }
             if D2 {
-                sums[k].1 += (a - b) * (a - b);
+                s.d2 += (a - b) * (a - b);
             }
         }
     }
     sums
+}
+
+/// `Σ x_i²` in f64 in index order: the bits [`exact_sums`] would sum, for a vector whose norm
+/// is used against many others (a query's, a resident face's).
+pub(crate) fn exact_norm2(x: &[f32]) -> f64 {
+    x.iter().fold(0.0, |s, &a| s + a as f64 * a as f64)
 }
 
 /// A panel's faces ranked for one query by the approximate score its integer sums `row` give
@@ -1114,7 +1097,8 @@ impl Scanner {
             return 0;
         }
         let x = faces.vector(f, self.dim);
-        let [sums] = exact_sums([x], [&self.queries[q].query.encoding]);
+        let [mut sums] = exact_sums::<1, true, true>([x], [&self.queries[q].query.encoding]);
+        sums.nq = self.queries[q].exact_nq;
         self.offer(q, faces, f, sums);
         1
     }
@@ -1146,7 +1130,7 @@ impl Scanner {
     }
 
     /// The exact sums of `K` (query, position) pairs of a coded batch, with the faces' and the
-    /// queries' squared norms known ([`exact_dot_d2`]); distances only when a query needs them.
+    /// queries' squared norms known ([`exact_norm2`]); distances only when a query needs them.
     #[inline(always)]
     fn coded_exact<const K: usize>(
         &self,
@@ -1156,20 +1140,16 @@ impl Scanner {
     ) -> [ExactSums; K] {
         let xs = pairs.map(|(_, position)| faces.vector(codes.index(position), self.dim));
         let qs = pairs.map(|(q, _)| self.queries[q].query.encoding.as_slice());
-        let sums = if self.distances {
-            exact_dot_d2::<K, true>(xs, qs)
+        let mut sums = if self.distances {
+            exact_sums::<K, true, false>(xs, qs)
         } else {
-            exact_dot_d2::<K, false>(xs, qs)
+            exact_sums::<K, false, false>(xs, qs)
         };
-        std::array::from_fn(|k| {
-            let (q, position) = pairs[k];
-            ExactSums {
-                dot: sums[k].0,
-                nx: codes.exact_norm2(position),
-                nq: self.queries[q].exact_nq,
-                d2: sums[k].1,
-            }
-        })
+        for (s, (q, position)) in sums.iter_mut().zip(pairs) {
+            s.nx = codes.exact_norm2(position);
+            s.nq = self.queries[q].exact_nq;
+        }
+        sums
     }
 
     /// Considers the candidates deferred during a chunk (`self.deferred`: query and position in
