@@ -40,11 +40,13 @@ pub const RESIDENT_BATCH_FACES: usize = 16_384;
 /// larger stays whole).
 fn coalesce(batches: Vec<ShardBatch>, faces: usize) -> Vec<ShardBatch> {
     let mut joined = Vec::new();
-    let mut group: Vec<ShardBatch> = Vec::new();
+    let (mut group, mut grouped): (Vec<ShardBatch>, usize) = (Vec::new(), 0);
     for batch in batches {
-        if group.iter().map(ShardBatch::len).sum::<usize>() + batch.len() > faces {
+        if grouped + batch.len() > faces && !group.is_empty() {
             joined.push(join(std::mem::take(&mut group)));
+            grouped = 0;
         }
+        grouped += batch.len();
         group.push(batch);
     }
     if !group.is_empty() {
@@ -284,5 +286,11 @@ mod tests {
             assert_eq!(batch.values(), &values[..]);
         }
         assert!(coalesce(Vec::new(), 8).is_empty());
+        // A first batch larger than the size stays whole too.
+        let alone: Vec<(u64, usize)> = coalesce(vec![read(0, 9), read(9, 2)], 8)
+            .iter()
+            .map(|b| (b.first_row, b.len()))
+            .collect();
+        assert_eq!(alone, vec![(0, 9), (9, 2)]);
     }
 }

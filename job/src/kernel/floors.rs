@@ -1,4 +1,5 @@
-//! Scores the workers of one process share: each query's best known N-th score.
+//! Each query's floor: the N-th best exact score offered so far, which a face must reach to
+//! matter. A scanner alone keeps its own; the workers of one process share one.
 //!
 //! Every worker keeps its own top-N; besides, every score a worker computes exactly for a face
 //! the query takes goes into one shared top-N of scores per query. The workers scan different

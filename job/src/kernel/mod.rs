@@ -357,17 +357,16 @@ pub struct Scanner {
     sums: Vec<Sums>,
     code_limits: Vec<(CodeLimit, i32)>,
     /// Candidates of the coded chunk being scanned, scored at its end: (query, position).
-    deferred: Vec<(u32, u32)>,
-    /// Per query, the N-th best exact score among the 2N faces its integer sums ranked best in
-    /// the first coded batch's first [`WARM_UP_PANELS`] panels ([`Scanner::warm_up`]); whether
-    /// that was done.
-    warm_floors: Vec<f64>,
+    deferred: Vec<(usize, usize)>,
+    /// Whether the first coded batch gave the floors their warm-up ([`Scanner::warm_up`]).
     warmed: bool,
     /// Whether any query has a distance test (euclidean, or a max distance), whose coded
     /// limits need the faces' norms.
     distances: bool,
-    /// The N-th scores shared with the other workers of this process, if any.
-    floors: Option<std::sync::Arc<Floors>>,
+    /// Each query's floor: the N-th best of every exact score offered (by this scanner, and
+    /// by the other workers of this process when shared, [`Scanner::with_floors`]) and of its
+    /// warm-up. It is never below the scanner's own N-th score, all of whose faces were offered.
+    floors: std::sync::Arc<Floors>,
     scored_pairs: u64,
     rescored: u64,
 }
@@ -414,12 +413,13 @@ impl Scanner {
             sums: Vec::new(),
             code_limits: Vec::new(),
             deferred: Vec::new(),
-            warm_floors: vec![f64::NEG_INFINITY; queries.len()],
             warmed: false,
             distances: queries
                 .iter()
                 .any(|q| q.method == Method::Euclidean || q.max_distance.is_some()),
-            floors: None,
+            floors: std::sync::Arc::new(Floors::new(
+                queries.iter().map(|q| q.max_results as usize),
+            )),
             scored_pairs: 0,
             rescored: 0,
         }
@@ -440,22 +440,17 @@ impl Scanner {
         self.code_level
     }
 
-    /// Prunes with `floors` (one per query, in this scanner's query order) as well as its own
-    /// N-th scores, and raises them with its own ([`Floors`]).
+    /// Shares `floors` (one per query, in this scanner's query order) with the other workers
+    /// of this process: each prunes with the N-th best score any of them offered ([`Floors`]).
     pub fn with_floors(mut self, floors: std::sync::Arc<Floors>) -> Scanner {
         assert_eq!(floors.len(), self.queries.len(), "one floor per query");
-        self.floors = Some(floors);
+        self.floors = floors;
         self
     }
 
-    /// The score a face must reach to matter for query `q`: its own N-th, or the floor the
-    /// other workers raised, whichever is higher.
+    /// The score a face must reach to matter for query `q`: its floor.
     fn threshold(&self, q: usize) -> f64 {
-        let own = self.queries[q].top.threshold().max(self.warm_floors[q]);
-        match &self.floors {
-            Some(floors) => own.max(floors.get(q)),
-            None => own,
-        }
+        self.floors.get(q)
     }
 
     /// The instruction-set level in use.
@@ -689,30 +684,24 @@ impl Scanner {
             if n == 0 || positions.len() < n {
                 continue;
             }
-            for &position in &positions {
-                prefetch(faces.vector(codes.index(position as usize), self.dim));
+            let pairs: Vec<(usize, usize)> = positions
+                .iter()
+                .map(|&position| (q, position as usize))
+                .collect();
+            for &(_, position) in &pairs {
+                prefetch(faces.vector(codes.index(position), self.dim));
             }
             let query = &self.queries[q].query;
-            let mut scores: Vec<f64> = Vec::with_capacity(positions.len());
-            let mut groups = positions.chunks_exact(DEFERRED_LANES);
-            for group in groups.by_ref() {
-                let pairs = std::array::from_fn(|k| (q, group[k] as usize));
-                let sums = self.coded_exact::<DEFERRED_LANES>(faces, codes, pairs);
-                scores.extend(sums.iter().filter_map(|s| s.within(query)));
-            }
-            for &position in groups.remainder() {
-                let [sums] = self.coded_exact(faces, codes, [(q, position as usize)]);
-                scores.extend(sums.within(query));
+            let mut scores: Vec<f64> = Vec::with_capacity(pairs.len());
+            for group in pairs.chunks(DEFERRED_LANES) {
+                let sums = self.coded_exact(faces, codes, group);
+                scores.extend(sums[..group.len()].iter().filter_map(|s| s.within(query)));
             }
             if scores.len() < n {
                 continue;
             }
             scores.select_nth_unstable_by(n - 1, |x, y| y.total_cmp(x));
-            let floor = scores[n - 1];
-            self.warm_floors[q] = floor;
-            if let Some(floors) = &self.floors {
-                floors.raise(q, floor);
-            }
+            self.floors.raise(q, scores[n - 1]);
         }
     }
 
@@ -813,7 +802,7 @@ impl Scanner {
                             mask &= mask - 1;
                             let f = codes.index(position);
                             if self.admits(q, faces, f) {
-                                self.deferred.push((q as u32, position as u32));
+                                self.deferred.push((q, position));
                                 // Its vector is read at the chunk's end: fetched meanwhile.
                                 prefetch(faces.vector(f, self.dim));
                             }
@@ -1114,36 +1103,38 @@ impl Scanner {
     /// and shares the query's N-th score with the other workers.
     fn offer(&mut self, q: usize, faces: &Faces, f: usize, sums: ExactSums) {
         let p = &mut self.queries[q];
-        let (score, dist) = sums.score(p.query.method);
-        if p.query.max_distance.is_some_and(|max| dist > max) {
+        let Some(score) = sums.within(&p.query) else {
             return;
-        }
+        };
         let (face_id, source) = (faces.ids[f], faces.sources[f]);
         p.top.offer(Match {
             face_id,
             source,
             score,
         });
-        if let Some(floors) = &self.floors {
-            floors.offer(q, score);
-        }
+        self.floors.offer(q, score);
     }
 
-    /// The exact sums of `K` (query, position) pairs of a coded batch, with the faces' and the
-    /// queries' squared norms known ([`exact_norm2`]); distances only when a query needs them.
+    /// The exact sums of a group of 1 to [`DEFERRED_LANES`] (query, position) pairs of a coded
+    /// batch, in the group's order, with the faces' and the queries' squared norms known
+    /// ([`exact_norm2`]); distances only when a query needs them. A short group is padded with
+    /// its last pair (the sums past it are to be ignored): a group costs the time of one pair's
+    /// chain of additions, so that is no dearer than scoring its pairs one by one.
     #[inline(always)]
-    fn coded_exact<const K: usize>(
+    fn coded_exact(
         &self,
         faces: &Faces,
         codes: &FaceCodes,
-        pairs: [(usize, usize); K],
-    ) -> [ExactSums; K] {
+        group: &[(usize, usize)],
+    ) -> [ExactSums; DEFERRED_LANES] {
+        let pairs: [(usize, usize); DEFERRED_LANES] =
+            std::array::from_fn(|k| group[k.min(group.len() - 1)]);
         let xs = pairs.map(|(_, position)| faces.vector(codes.index(position), self.dim));
         let qs = pairs.map(|(q, _)| self.queries[q].query.encoding.as_slice());
         let mut sums = if self.distances {
-            exact_sums::<K, true, false>(xs, qs)
+            exact_sums::<DEFERRED_LANES, true, false>(xs, qs)
         } else {
-            exact_sums::<K, false, false>(xs, qs)
+            exact_sums::<DEFERRED_LANES, false, false>(xs, qs)
         };
         for (s, (q, position)) in sums.iter_mut().zip(pairs) {
             s.nx = codes.exact_norm2(position);
@@ -1164,22 +1155,14 @@ impl Scanner {
         limits: &mut [(CodeLimit, i32)],
     ) {
         let deferred = std::mem::take(&mut self.deferred);
-        let mut lanes = deferred.chunks_exact(DEFERRED_LANES);
-        for group in lanes.by_ref() {
-            let pairs = std::array::from_fn(|k| (group[k].0 as usize, group[k].1 as usize));
-            let sums = self.coded_exact::<DEFERRED_LANES>(faces, codes, pairs);
-            for ((q, position), sums) in pairs.into_iter().zip(sums) {
+        for group in deferred.chunks(DEFERRED_LANES) {
+            let sums = self.coded_exact(faces, codes, group);
+            for (&(q, position), sums) in group.iter().zip(sums) {
                 self.offer(q, faces, codes.index(position), sums);
             }
         }
-        for &(q, position) in lanes.remainder() {
-            let (q, position) = (q as usize, position as usize);
-            let [sums] = self.coded_exact(faces, codes, [(q, position)]);
-            self.offer(q, faces, codes.index(position), sums);
-        }
         self.rescored += deferred.len() as u64;
         for &(q, _) in &deferred {
-            let q = q as usize;
             let limit = self.code_limit(q, queries, codes);
             limits[q] = (limit, limit.threshold(ranges));
         }
