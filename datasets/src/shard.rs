@@ -135,6 +135,29 @@ impl ShardBatch {
     }
 }
 
+/// Checks `data` against its manifest entry: size, then sha256. `shard` names it in errors.
+fn verify(shard: &str, data: &Bytes, info: &ShardInfo) -> Result<()> {
+    let fail = |message: String| DatasetError::Shard {
+        shard: shard.to_string(),
+        message,
+    };
+    if data.len() as u64 != info.bytes {
+        return Err(fail(format!(
+            "size is {} bytes but the manifest says {} (truncated or replaced?)",
+            data.len(),
+            info.bytes
+        )));
+    }
+    let digest = sha256_hex(data);
+    if !digest.eq_ignore_ascii_case(&info.sha256) {
+        return Err(fail(format!(
+            "sha256 is {digest} but the manifest says {} (corrupt or replaced)",
+            info.sha256
+        )));
+    }
+    Ok(())
+}
+
 /// Streams verified batches out of one shard.
 pub struct ShardReader {
     shard: String,
@@ -151,35 +174,27 @@ impl ShardReader {
     /// Reads shard `info` of a `dim`-dimensional version from `storage` and opens it, verified
     /// against the manifest's size and sha256.
     pub fn fetch(storage: &Storage, info: &ShardInfo, dim: usize) -> Result<ShardReader> {
-        ShardReader::open(
-            &storage.uri_of(&info.path),
-            storage.get_immutable(&info.path)?,
-            info,
-            dim,
-        )
+        ShardReader::fetch_in_batches(storage, info, dim, BATCH_ROWS)
+    }
+
+    /// [`ShardReader::fetch`], decoding `rows` faces per batch (the shard's last batch may hold
+    /// fewer).
+    pub fn fetch_in_batches(
+        storage: &Storage,
+        info: &ShardInfo,
+        dim: usize,
+        rows: usize,
+    ) -> Result<ShardReader> {
+        let shard = storage.uri_of(&info.path);
+        let data = storage.get_immutable(&info.path)?;
+        verify(&shard, &data, info)?;
+        ShardReader::decode_in_batches(&shard, data, info.rows, dim, rows)
     }
 
     /// Verifies `data` against the manifest entry (size, sha256) and opens it for streaming.
     /// `shard` names the shard in errors (its URI).
     pub fn open(shard: &str, data: Bytes, info: &ShardInfo, dim: usize) -> Result<ShardReader> {
-        let fail = |message: String| DatasetError::Shard {
-            shard: shard.to_string(),
-            message,
-        };
-        if data.len() as u64 != info.bytes {
-            return Err(fail(format!(
-                "size is {} bytes but the manifest says {} (truncated or replaced?)",
-                data.len(),
-                info.bytes
-            )));
-        }
-        let digest = sha256_hex(&data);
-        if !digest.eq_ignore_ascii_case(&info.sha256) {
-            return Err(fail(format!(
-                "sha256 is {digest} but the manifest says {} (corrupt or replaced)",
-                info.sha256
-            )));
-        }
+        verify(shard, &data, info)?;
         Self::open_unverified(shard, data, info.rows, dim)
     }
 
@@ -189,6 +204,17 @@ impl ShardReader {
         data: Bytes,
         expected_rows: u64,
         dim: usize,
+    ) -> Result<ShardReader> {
+        Self::decode_in_batches(shard, data, expected_rows, dim, BATCH_ROWS)
+    }
+
+    /// Opens Parquet bytes (checked or not) to decode `batch_rows` faces per batch.
+    fn decode_in_batches(
+        shard: &str,
+        data: Bytes,
+        expected_rows: u64,
+        dim: usize,
+        batch_rows: usize,
     ) -> Result<ShardReader> {
         let fail = |message: String| DatasetError::Shard {
             shard: shard.to_string(),
@@ -215,7 +241,7 @@ impl ShardReader {
             None => builder,
         };
         let reader = builder
-            .with_batch_size(BATCH_ROWS)
+            .with_batch_size(batch_rows)
             .build()
             .map_err(|e| fail(format!("cannot decode: {e}")))?;
         Ok(ShardReader {

@@ -68,6 +68,31 @@ fn parquet_round_trip_is_exact() {
     assert!(back.iter().any(|f| f.source == FaceSource::User));
 }
 
+/// A shard can be read in batches of any size: consecutive rows, the last batch shorter, every
+/// face as written.
+#[test]
+fn a_shard_reads_in_batches_of_the_size_asked() {
+    let faces = synth(300, 13);
+    let (_dir, storage, manifest) = write(&faces, 13, 300);
+    let shard = &manifest.shards[0];
+    let batches: Vec<_> = ShardReader::fetch_in_batches(&storage, shard, 13, 128)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let layout: Vec<(u64, usize)> = batches.iter().map(|b| (b.first_row, b.len())).collect();
+    assert_eq!(layout, vec![(0, 128), (128, 128), (256, 44)]);
+    let ids: Vec<i64> = batches.iter().flat_map(|b| b.face_ids.clone()).collect();
+    let values: Vec<f32> = batches.iter().flat_map(|b| b.values().to_vec()).collect();
+    assert_eq!(ids, faces.iter().map(|f| f.face_id).collect::<Vec<_>>());
+    assert_eq!(
+        values,
+        faces
+            .iter()
+            .flat_map(|f| f.encoding.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
 /// Shards as other writers lay them out read back the same: data pages v1 and v2, pages so
 /// small that rows span them, odd and tiny dimensions (the fast path checks every level), and a
 /// dictionary-encoded encoding column (not the fast path's shape: Arrow reads it).

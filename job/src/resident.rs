@@ -29,52 +29,12 @@ pub struct ResidentBatch {
 /// The decoded batches of one shard.
 pub type ResidentShard = Arc<Vec<ResidentBatch>>;
 
-/// Faces per resident batch: the batches read (8,192 faces) are joined in twos, so that a
-/// batch's int8 codes of 128-d faces are 2 MiB, one huge page (the `facematch` binary's
+/// Faces per resident batch: twice what a pass streaming from storage decodes at once, so
+/// that a batch's int8 codes of 128-d faces are 2 MiB, one huge page (the `facematch` binary's
 /// allocator puts allocations of 2 MiB and more on huge pages), and its floats four. A pass over
 /// a million faces streams 128 MB of codes: on 4 KiB pages that is a TLB miss every two panels,
 /// which cost a 100-search pass on two workers about 2.5 ms of its 22 ms scan here.
 pub const RESIDENT_BATCH_FACES: usize = 16_384;
-
-/// `batches` joined in order into batches of at most `faces` faces (a batch read that is
-/// larger stays whole).
-fn coalesce(batches: Vec<ShardBatch>, faces: usize) -> Vec<ShardBatch> {
-    let mut joined = Vec::new();
-    let (mut group, mut grouped): (Vec<ShardBatch>, usize) = (Vec::new(), 0);
-    for batch in batches {
-        if grouped + batch.len() > faces && !group.is_empty() {
-            joined.push(join(std::mem::take(&mut group)));
-            grouped = 0;
-        }
-        grouped += batch.len();
-        group.push(batch);
-    }
-    if !group.is_empty() {
-        joined.push(join(group));
-    }
-    joined
-}
-
-/// Consecutive batches of one shard (at least one) as one.
-fn join(mut group: Vec<ShardBatch>) -> ShardBatch {
-    if group.len() == 1 {
-        return group.remove(0);
-    }
-    let first_row = group[0].first_row;
-    let mut values = Vec::with_capacity(group.iter().map(|b| b.values().len()).sum());
-    let (mut face_ids, mut sources) = (Vec::new(), Vec::new());
-    for batch in group {
-        values.extend_from_slice(batch.values());
-        face_ids.extend(batch.face_ids);
-        sources.extend(batch.sources);
-    }
-    ShardBatch {
-        face_ids,
-        sources,
-        encodings: values.into(),
-        first_row,
-    }
-}
 
 /// One dataset version's shards, decoded and verified, in manifest order.
 pub struct ResidentDataset {
@@ -148,13 +108,17 @@ impl ResidentDataset {
                                     .step_by(threads)
                                     .map(|&i| {
                                         let info = &manifest.shards[i];
-                                        let reader =
-                                            ShardReader::fetch(storage, info, manifest.dim)?;
-                                        let read = reader.collect::<Result<Vec<_>, _>>()?;
-                                        let batches = coalesce(read, RESIDENT_BATCH_FACES)
-                                            .into_iter()
-                                            .map(|b| ResidentBatch::new(b, manifest.dim))
-                                            .collect();
+                                        let reader = ShardReader::fetch_in_batches(
+                                            storage,
+                                            info,
+                                            manifest.dim,
+                                            RESIDENT_BATCH_FACES,
+                                        )?;
+                                        let batches = reader
+                                            .map(|batch| {
+                                                batch.map(|b| ResidentBatch::new(b, manifest.dim))
+                                            })
+                                            .collect::<Result<Vec<_>, _>>()?;
                                         Ok((i, Arc::new(batches)))
                                     })
                                     .collect()
@@ -239,58 +203,5 @@ impl ResidentBatch {
             batch,
             codes: Some(codes),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A batch read of `len` faces of dimension 2 from row `first`: face id = row, value = row.
-    fn read(first: u64, len: usize) -> ShardBatch {
-        let rows: Vec<u64> = (first..first + len as u64).collect();
-        ShardBatch {
-            face_ids: rows.iter().map(|&r| r as i64).collect(),
-            sources: rows
-                .iter()
-                .map(|&r| if r % 2 == 0 { b'A' } else { b'U' })
-                .collect(),
-            encodings: rows
-                .iter()
-                .flat_map(|&r| [r as f32, -(r as f32)])
-                .collect::<Vec<f32>>()
-                .into(),
-            first_row: first,
-        }
-    }
-
-    #[test]
-    fn batches_are_joined_in_order_up_to_the_size() {
-        let reads = vec![read(0, 4), read(4, 4), read(8, 4), read(12, 9), read(21, 2)];
-        let joined = coalesce(reads, 8);
-        let sizes: Vec<(u64, usize)> = joined.iter().map(|b| (b.first_row, b.len())).collect();
-        // 4+4 fill one; 4 alone (4+9 would not fit); 9 is larger and stays whole; 2 alone.
-        assert_eq!(sizes, vec![(0, 8), (8, 4), (12, 9), (21, 2)]);
-        for batch in &joined {
-            let rows = batch.first_row..batch.first_row + batch.len() as u64;
-            assert_eq!(
-                batch.face_ids,
-                rows.clone().map(|r| r as i64).collect::<Vec<_>>()
-            );
-            let sources: Vec<u8> = rows
-                .clone()
-                .map(|r| if r % 2 == 0 { b'A' } else { b'U' })
-                .collect();
-            assert_eq!(batch.sources, sources);
-            let values: Vec<f32> = rows.flat_map(|r| [r as f32, -(r as f32)]).collect();
-            assert_eq!(batch.values(), &values[..]);
-        }
-        assert!(coalesce(Vec::new(), 8).is_empty());
-        // A first batch larger than the size stays whole too.
-        let alone: Vec<(u64, usize)> = coalesce(vec![read(0, 9), read(9, 2)], 8)
-            .iter()
-            .map(|b| (b.first_row, b.len()))
-            .collect();
-        assert_eq!(alone, vec![(0, 9), (9, 2)]);
     }
 }

@@ -458,6 +458,43 @@ fn dataflow_equals_the_reference_for_any_worker_count() {
     }
 }
 
+/// `count` queries for faces `0, stride, 2·stride…` of `faces`, each method, filter, N, self
+/// exclusion and max distance among them.
+fn mixed_queries(faces: &[FaceRecord], count: usize, stride: usize) -> Vec<Query> {
+    (0..count)
+        .map(|h| {
+            let source = &faces[h * stride];
+            Query {
+                history_id: 1 + h as i64,
+                encoding: source.encoding.clone(),
+                method: [Method::Cosine, Method::Euclidean][h % 2],
+                filter: [SourceFilter::All, SourceFilter::Actor, SourceFilter::User][h % 3],
+                max_results: [1, 10, 100][h % 3],
+                exclude_self: (h % 5 != 0).then_some(source.face_id),
+                max_distance: (h % 7 == 0).then_some(0.8),
+            }
+        })
+        .collect()
+}
+
+/// Each history's matches as (face, source, score bits): equal means byte-identical.
+type ResultBits = Vec<(i64, Vec<(i64, u8, u64)>)>;
+
+/// [`ResultBits`] of a job's output.
+fn result_bits(out: &facematch_job::JobOutput) -> ResultBits {
+    out.results
+        .iter()
+        .map(|(h, ms)| {
+            (
+                *h,
+                ms.iter()
+                    .map(|m| (m.face_id, m.source, m.score.to_bits()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// The dataset held in memory (`serve`, `watch`) answers as a streamed pass does, byte for
 /// byte, for any worker count; a next version reuses the shards it shares; a job for another
 /// version is refused.
@@ -467,45 +504,12 @@ fn a_resident_dataset_answers_as_a_streamed_pass() {
     use facematch_job::resident::ResidentDataset;
     let dim = 24;
     let faces = clustered(3000, dim);
-    let queries: Vec<Query> = (0..40)
-        .map(|h| {
-            let source = &faces[h * 71];
-            let method = if h % 2 == 0 {
-                Method::Cosine
-            } else {
-                Method::Euclidean
-            };
-            Query {
-                history_id: 1 + h as i64,
-                encoding: source.encoding.clone(),
-                method,
-                filter: [SourceFilter::All, SourceFilter::Actor, SourceFilter::User][h % 3],
-                max_results: [1, 10, 100][h % 3],
-                exclude_self: (h % 5 != 0).then_some(source.face_id),
-                max_distance: (h % 7 == 0).then_some(0.8),
-            }
-        })
-        .collect();
+    let queries = mixed_queries(&faces, 40, 71);
     let dir = tempfile::tempdir().unwrap();
     let spec = dataset_spec(dir.path(), &faces, dim, 350, queries.clone());
     let resident =
         Arc::new(ResidentDataset::load(&spec.root_uri, &spec.s3, &spec.manifest, 2).unwrap());
     assert_eq!(resident.encoding_bytes(), 3000 * dim as u64 * 4);
-    /// Each history's matches as (face, source, score bits): equal means byte-identical.
-    type Bits = Vec<(i64, Vec<(i64, u8, u64)>)>;
-    let bits = |out: &facematch_job::JobOutput| -> Bits {
-        out.results
-            .iter()
-            .map(|(h, ms)| {
-                (
-                    *h,
-                    ms.iter()
-                        .map(|m| (m.face_id, m.source, m.score.to_bits()))
-                        .collect(),
-                )
-            })
-            .collect()
-    };
     // Both the row path (a few queries) and the tile path (many).
     for take in [3, queries.len()] {
         let spec = Arc::new(JobSpec {
@@ -521,8 +525,8 @@ fn a_resident_dataset_answers_as_a_streamed_pass() {
                 .unwrap();
             assert_eq!(held.faces_scanned, 3000);
             assert_eq!(
-                bits(&held),
-                bits(&streamed),
+                result_bits(&held),
+                result_bits(&streamed),
                 "{take} queries, {workers} workers"
             );
         }
@@ -548,30 +552,17 @@ fn a_resident_dataset_answers_as_a_streamed_pass() {
     assert!(refused.contains("resident dataset is t@v1"), "{refused}");
 }
 
-/// A shard read in several batches is held in batches of `RESIDENT_BATCH_FACES` (joined, in
-/// order), and answers as the streamed pass does, byte for byte, against the f64 reference too.
+/// A shard larger than a resident batch is held in batches of `RESIDENT_BATCH_FACES`, in order,
+/// and answers as the streamed pass does, byte for byte, against the f64 reference too.
 #[test]
-fn a_resident_shard_read_in_several_batches_answers_the_same() {
+fn a_resident_shard_held_in_several_batches_answers_the_same() {
     use facematch_job::dataflow::run_job_on;
     use facematch_job::resident::{RESIDENT_BATCH_FACES, ResidentDataset};
     let dim = 16;
     let faces = clustered(20_000, dim);
-    let queries: Vec<Query> = (0..20)
-        .map(|h| {
-            let source = &faces[h * 997];
-            Query {
-                history_id: 1 + h as i64,
-                encoding: source.encoding.clone(),
-                method: [Method::Cosine, Method::Euclidean][h % 2],
-                filter: SourceFilter::All,
-                max_results: [1, 10, 50][h % 3],
-                exclude_self: Some(source.face_id),
-                max_distance: None,
-            }
-        })
-        .collect();
+    let queries = mixed_queries(&faces, 20, 997);
     let dir = tempfile::tempdir().unwrap();
-    // One shard: read as three batches (8,192 rows each at most), held as two.
+    // One shard, read and held as two batches.
     let spec = Arc::new(dataset_spec(
         dir.path(),
         &faces,
@@ -594,20 +585,13 @@ fn a_resident_shard_read_in_several_batches_answers_the_same() {
             .unwrap()
             .unwrap();
         assert_eq!(out.faces_scanned, 20_000);
+        assert_eq!(
+            result_bits(&out),
+            result_bits(&streamed),
+            "{workers} workers"
+        );
         for q in &queries {
-            let (got, want) = (
-                &out.results[&q.history_id],
-                &streamed.results[&q.history_id],
-            );
-            let bits = |ms: &[Match]| -> Vec<(i64, u64)> {
-                ms.iter().map(|m| (m.face_id, m.score.to_bits())).collect()
-            };
-            assert_eq!(
-                bits(got),
-                bits(want),
-                "history {} on {workers} workers",
-                q.history_id
-            );
+            let got = &out.results[&q.history_id];
             assert_matches(
                 got,
                 &reference(&faces, q),
